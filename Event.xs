@@ -1,0 +1,1170 @@
+/*
+ * Event.xs: the glue between libvirt's event loop hooks and Perl.
+ *
+ * Sections, in order:
+ *   1. per-interpreter state
+ *   2. handle records and the Perl objects that stand for them
+ *   3. argument checks shared by the XSUBs (used by the typemap)
+ *   4. reporting errors without unwinding through libvirt
+ *   5. the deferred-free queue
+ *   6. trampolines: libvirt -> the registered Perl implementation
+ *   7. public watches: Perl coderefs called by libvirt
+ *   8. the XSUBs
+ *
+ * The one rule behind most of this file: libvirt's C frames must never be
+ * unwound by a Perl exception, and nothing that comes from Perl is trusted
+ * before it has been checked.
+ */
+#define PERL_NO_GET_CONTEXT
+#include "EXTERN.h"
+#include "perl.h"
+#include "XSUB.h"
+#include "ppport.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "idmap.h"
+
+#define SVE_EVENT_MASK (VIR_EVENT_HANDLE_READABLE | VIR_EVENT_HANDLE_WRITABLE | \
+                        VIR_EVENT_HANDLE_ERROR | VIR_EVENT_HANDLE_HANGUP)
+
+/* ------------------------------------------------------------------ */
+/* 1. per-interpreter state                                            */
+/* ------------------------------------------------------------------ */
+
+typedef enum {
+    SVE_KIND_HANDLE,
+    SVE_KIND_TIMEOUT,
+} sve_kind;
+
+typedef enum {
+    SVE_ROLE_CB = 1,
+    SVE_ROLE_OPAQUE,
+    SVE_ROLE_FF,
+} sve_role;
+
+typedef struct sve_record sve_record;
+
+/* Which loop libvirt was given.  libvirt accepts one registration per
+ * process and ignores the others, so this is process-wide, together with
+ * the interpreter that made it: the only one libvirt may call into. */
+typedef enum {
+    SVE_LOOP_NONE,
+    SVE_LOOP_PERL,
+    SVE_LOOP_DEFAULT,
+} sve_loop;
+
+static sve_loop sve_registered = SVE_LOOP_NONE;
+#ifdef MULTIPLICITY
+static PerlInterpreter *sve_owner;
+#endif
+static int sve_warned_foreign;
+
+#define MY_CXT_KEY "Sys::Virt::Event::_guts" XS_VERSION
+
+typedef struct {
+    SV *impl;                   /* the registered object (a reference) */
+    int depth;                  /* > 0 while a libvirt C frame is below us */
+    sve_record *pending_head;   /* frees waiting for a safe point */
+    sve_record *pending_tail;
+    sve_idmap records[2];       /* live records by id, per sve_kind */
+    sve_idmap publics[2];       /* public watches/timers by id, per sve_kind */
+    HV *stash[4];               /* class of each handle object, per sve_role */
+    SV *failure;                /* why the last trampoline returned -1 */
+} my_cxt_t;
+
+START_MY_CXT
+
+static const char *const sve_kind_name[] = { "watch", "timer" };
+static const char *const sve_role_name[] = { "", "callback", "opaque", "free-function" };
+static const char *const sve_role_class[] = {
+    "", "Sys::Virt::Event::Callback", "Sys::Virt::Event::Opaque",
+    "Sys::Virt::Event::FreeFunc",
+};
+
+static void
+sve_init_cxt(pTHX_ my_cxt_t *cxt)
+{
+    int role;
+
+    Zero(cxt, 1, my_cxt_t);
+    for (role = SVE_ROLE_CB; role <= SVE_ROLE_FF; role++)
+        cxt->stash[role] = gv_stashpv(sve_role_class[role], GV_ADD);
+    cxt->failure = newSVpvs("");
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. handle records                                                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One record per add_handle/add_timeout that libvirt made through the Perl
+ * implementation.  The implementation receives three Perl objects ($cb,
+ * $opaque, $ff) that point at the record through ext magic with our own
+ * vtable; that vtable, not a class name, is what identifies them.
+ *
+ * A record stays allocated while any of these holds it: a Perl object,
+ * the id map (it is live), the pending-free queue.  So a stale object
+ * always points at valid memory and is recognised as removed.
+ */
+struct sve_record {
+    sve_kind kind;
+    int id;                     /* 0 until the implementation's add returned */
+    int fd;                     /* watches only */
+    unsigned objects;           /* Perl objects pointing here */
+    bool live;                  /* in MY_CXT.records */
+    bool removed;               /* libvirt removed it or the add failed */
+    bool free_queued;           /* in the pending-free queue */
+    bool free_done;             /* ff ran, or must never run */
+    union {
+        virEventHandleCallback handle;
+        virEventTimeoutCallback timeout;
+    } cb;
+    void *opaque;
+    virFreeCallback ff;
+    sve_record *next_pending;
+};
+
+static void
+sve_record_release(sve_record *rec)
+{
+    if (rec->objects == 0 && !rec->live && !rec->free_queued)
+        Safefree(rec);
+}
+
+static void sve_queue_free(pTHX_ sve_record *rec);
+
+static int
+sve_mg_free(pTHX_ SV *sv, MAGIC *mg)
+{
+    sve_record *rec = (sve_record *)mg->mg_ptr;
+
+    PERL_UNUSED_ARG(sv);
+    if (!rec)                   /* a copy made for another thread */
+        return 0;
+    mg->mg_ptr = NULL;
+    if (--rec->objects == 0 && rec->removed &&
+        !rec->free_done && !rec->free_queued) {
+        /* Removed, and the implementation dropped every handle without
+         * freeing: nobody else can, so the queue does it. */
+        sve_queue_free(aTHX_ rec);
+    }
+    sve_record_release(rec);
+    return 0;
+}
+
+#ifdef USE_ITHREADS
+/* A new thread gets copies of the handle objects.  They must not share
+ * the record (its counts are not atomic, and libvirt only calls the
+ * registering interpreter), so the copies are detached and refused. */
+static int
+sve_mg_dup(pTHX_ MAGIC *mg, CLONE_PARAMS *param)
+{
+    PERL_UNUSED_ARG(param);
+    mg->mg_ptr = NULL;
+    return 0;
+}
+#endif
+
+static MGVTBL sve_vtbl = {
+    NULL, NULL, NULL, NULL, sve_mg_free, NULL,
+#ifdef USE_ITHREADS
+    sve_mg_dup,
+#else
+    NULL,
+#endif
+    NULL,
+};
+
+static SV *
+sve_handle_object(pTHX_ my_cxt_t *cxt, sve_record *rec, sve_role role)
+{
+    SV *obj = newSV_type(SVt_PVMG);
+    MAGIC *mg = sv_magicext(obj, NULL, PERL_MAGIC_ext, &sve_vtbl,
+                            (const char *)rec, 0);
+    SV *ref;
+
+    mg->mg_private = role;
+#ifdef USE_ITHREADS
+    mg->mg_flags |= MGf_DUP;
+#endif
+    rec->objects++;
+    ref = newRV_noinc(obj);
+    sv_bless(ref, cxt->stash[role]);
+    SvREADONLY_on(obj);
+    return sv_2mortal(ref);
+}
+
+static MAGIC *
+sve_find_magic(SV *sv)
+{
+    MAGIC *mg;
+
+    if (!SvROK(sv) || SvTYPE(SvRV(sv)) < SVt_PVMG)
+        return NULL;
+    for (mg = SvMAGIC(SvRV(sv)); mg; mg = mg->mg_moremagic) {
+        if (mg->mg_type == PERL_MAGIC_ext && mg->mg_virtual == &sve_vtbl)
+            return mg;
+    }
+    return NULL;
+}
+
+/*
+ * The record behind a handle object, after checking that the object is
+ * one of ours, of the expected role and kind.  Anything else croaks
+ * without touching what the value points at.
+ */
+static sve_record *
+sve_record_from_sv(pTHX_ SV *sv, sve_role role, int kind,
+                   const char *func, const char *arg)
+{
+    MAGIC *mg;
+    sve_record *rec;
+
+    SvGETMAGIC(sv);
+    mg = sve_find_magic(sv);
+    if (!mg)
+        croak("%s: %s is not a %s handle created by Sys::Virt::Event",
+              func, arg, sve_role_name[role]);
+    rec = (sve_record *)mg->mg_ptr;
+    if (!rec)
+        croak("%s: %s belongs to another thread's event loop", func, arg);
+    if (mg->mg_private != role)
+        croak("%s: %s is a%s %s handle, not a %s handle%s", func, arg,
+              mg->mg_private == SVE_ROLE_OPAQUE ? "n" : "",
+              sve_role_name[mg->mg_private], sve_role_name[role],
+              " (are the arguments in the wrong order?)");
+    if (kind >= 0 && rec->kind != (sve_kind)kind)
+        croak("%s: %s belongs to a %s, not a %s", func, arg,
+              sve_kind_name[rec->kind], sve_kind_name[kind]);
+    return rec;
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. argument checks                                                  */
+/* ------------------------------------------------------------------ */
+
+/* An integer in [min, max]: a number with no fraction, or a string that
+ * is one.  Refuses rather than truncates or wraps. */
+static int
+sve_int_from_sv(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
+{
+    IV iv;
+
+    SvGETMAGIC(sv);
+    if (SvIOK(sv) && !SvIsUV(sv)) {
+        iv = SvIVX(sv);
+    } else if (SvOK(sv) && !SvROK(sv) && looks_like_number(sv)) {
+        NV nv = SvNV_nomg(sv);
+
+        /* range first: casting an out-of-range NV to IV is undefined */
+        if (Perl_isnan(nv) || nv < (NV)min || nv > (NV)max || nv != (NV)(IV)nv)
+            goto bad;
+        iv = (IV)nv;
+    } else {
+        goto bad;
+    }
+    if (iv < min || iv > max)
+        goto bad;
+    return (int)iv;
+
+ bad:
+    croak("%s: %s must be an integer from %" IVdf " to %" IVdf ", not '%" SVf "'",
+          func, arg, min, max, SVfARG(SvOK(sv) ? sv : sv_2mortal(newSVpvs("undef"))));
+    return 0;                   /* not reached */
+}
+
+static int
+sve_events_from_sv(pTHX_ SV *sv, const char *func, const char *arg)
+{
+    int events = sve_int_from_sv(aTHX_ sv, 0, INT_MAX, func, arg);
+
+    if (events & ~SVE_EVENT_MASK)
+        croak("%s: %s has unknown bits 0x%x (known: HANDLE_READABLE, "
+              "HANDLE_WRITABLE, HANDLE_ERROR, HANDLE_HANGUP)",
+              func, arg, events & ~SVE_EVENT_MASK);
+    return events;
+}
+
+/* A descriptor: an open fd number, or a Perl filehandle (its fileno). */
+static int
+sve_fd_from_sv(pTHX_ SV *sv, const char *func, const char *arg)
+{
+    int fd;
+
+    SvGETMAGIC(sv);
+    if (isGV_with_GP(sv) || (SvROK(sv) && (isGV_with_GP(SvRV(sv)) ||
+                                           SvTYPE(SvRV(sv)) == SVt_PVIO))) {
+        IO *io = sv_2io(sv);
+
+        if (!io || !IoIFP(io) || (fd = PerlIO_fileno(IoIFP(io))) < 0)
+            croak("%s: %s is not an open filehandle", func, arg);
+        return fd;
+    }
+    fd = sve_int_from_sv(aTHX_ sv, 0, INT_MAX, func, arg);
+    if (fcntl(fd, F_GETFD) < 0)
+        croak("%s: %s (%d) is not an open file descriptor", func, arg, fd);
+    return fd;
+}
+
+static SV *
+sve_coderef_from_sv(pTHX_ SV *sv, const char *func, const char *arg)
+{
+    SvGETMAGIC(sv);
+    if (!SvROK(sv) || SvTYPE(SvRV(sv)) != SVt_PVCV)
+        croak("%s: %s is not a CODE reference", func, arg);
+    return sv;
+}
+
+typedef int SveInt;
+typedef int SveFd;
+typedef int SveEvents;
+typedef int SveFrequency;
+typedef sve_record *SveHandleCallback;
+typedef sve_record *SveTimeoutCallback;
+typedef sve_record *SveOpaque;
+typedef sve_record *SveFreeFunc;
+typedef SV *SveCode;
+
+/* ------------------------------------------------------------------ */
+/* 4. reporting errors                                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Hands an error to Sys::Virt::Event::_report_error (the $DIED hook, or a
+ * warning).  Everything here may run below a libvirt C frame, so even the
+ * report runs under G_EVAL; if it dies too ($SIG{__WARN__} dying, a
+ * broken hook), the message goes straight to stderr.
+ */
+static void
+sve_report(pTHX_ SV *err, SV *where)
+{
+    dSP;
+
+    ENTER;
+    SAVETMPS;
+    PUSHMARK(SP);
+    EXTEND(SP, 2);
+    PUSHs(err);
+    PUSHs(where);
+    PUTBACK;
+    call_pv("Sys::Virt::Event::_report_error", G_VOID | G_DISCARD | G_EVAL);
+    if (SvTRUE(ERRSV)) {
+        PerlIO_printf(PerlIO_stderr(),
+                      "Sys::Virt::Event: %" SVf ": %" SVf
+                      " (and reporting it failed: %" SVf ")\n",
+                      SVfARG(where), SVfARG(err), SVfARG(ERRSV));
+        sv_setpvs(ERRSV, "");
+    }
+    FREETMPS;
+    LEAVE;
+}
+
+/* Report the exception in $@, if any, left by a G_EVAL call. */
+static bool
+sve_report_died(pTHX_ SV *where)
+{
+    SV *err = ERRSV;
+
+    if (!SvTRUE(err))
+        return FALSE;
+    err = sv_2mortal(newSVsv(err));
+    sv_setpvs(ERRSV, "");
+    sve_report(aTHX_ err, where);
+    return TRUE;
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. the deferred-free queue                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * libvirt forbids running a free function inside its remove call (on a
+ * remote connection it deadlocks on the socket lock), and an
+ * implementation may well free from inside remove_handle.  So frees are
+ * queued and run only when no libvirt frame is below us: at the next
+ * dispatch from the loop or public call made from the top level.
+ */
+static void
+sve_queue_free(pTHX_ sve_record *rec)
+{
+    dMY_CXT;
+
+    rec->free_queued = TRUE;
+    rec->next_pending = NULL;
+    if (MY_CXT.pending_tail)
+        MY_CXT.pending_tail->next_pending = rec;
+    else
+        MY_CXT.pending_head = rec;
+    MY_CXT.pending_tail = rec;
+}
+
+static void
+sve_run_pending(pTHX)
+{
+    dMY_CXT;
+
+    while (MY_CXT.depth == 0 && MY_CXT.pending_head) {
+        sve_record *rec = MY_CXT.pending_head;
+        virFreeCallback ff = rec->ff;
+        void *opaque = rec->opaque;
+
+        MY_CXT.pending_head = rec->next_pending;
+        if (!MY_CXT.pending_head)
+            MY_CXT.pending_tail = NULL;
+        rec->free_queued = FALSE;
+        rec->free_done = TRUE;
+        rec->ff = NULL;
+        rec->opaque = NULL;
+        sve_record_release(rec);
+        if (ff) {
+            /* A free function may call back into libvirt, which may call
+             * our trampolines: what they queue waits for this loop. */
+            MY_CXT.depth++;
+            ff(opaque);
+            MY_CXT.depth--;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. trampolines: libvirt -> Perl implementation                      */
+/* ------------------------------------------------------------------ */
+
+/* Said once per process: libvirt called from a thread that is not the
+ * registering interpreter's.  Not through warn(), whose handler could
+ * die and unwind libvirt's frames. */
+static void
+sve_refuse_foreign(const char *what)
+{
+    if (sve_warned_foreign++)
+        return;
+    fprintf(stderr, "Sys::Virt::Event: libvirt called %s from a thread other "
+            "than the one that registered the event loop; refused "
+            "(this is said once)\n", what);
+    fflush(stderr);
+}
+
+#ifdef MULTIPLICITY
+/* The interpreter a trampoline may call into: the registering one, and
+ * only when libvirt calls from that interpreter's thread. */
+# define SVE_TRAMPOLINE_ENTER(what, fail)                       \
+    PerlInterpreter *my_perl = PERL_GET_THX;                    \
+    if (!my_perl || my_perl != sve_owner) {                     \
+        sve_refuse_foreign(what);                               \
+        fail;                                                   \
+    }
+#else
+# define SVE_TRAMPOLINE_ENTER(what, fail)
+#endif
+
+static SV *
+sve_where(pTHX_ const char *method)
+{
+    dMY_CXT;
+    SV *impl = MY_CXT.impl;
+    const char *cls = (impl && SvROK(impl) && SvOBJECT(SvRV(impl)))
+        ? HvNAME(SvSTASH(SvRV(impl))) : "the event loop";
+
+    return sv_2mortal(newSVpvf("%s method of %s", method, cls));
+}
+
+/* Record why a trampoline failed, for the public call that croaks on it. */
+static void
+sve_set_failure(pTHX_ SV *why)
+{
+    dMY_CXT;
+
+    sv_setsv(MY_CXT.failure, why);
+}
+
+/*
+ * $impl->METHOD(args) in scalar context under G_EVAL, from inside libvirt.
+ * Returns the result (a temporary of the caller's SAVETMPS scope), or NULL
+ * when the method died: that has been reported and noted as the failure.
+ */
+static SV *
+sve_call_impl(pTHX_ const char *method, SV **args, int nargs)
+{
+    dMY_CXT;
+    dSP;
+    SV *ret;
+    int i;
+
+    PUSHMARK(SP);
+    EXTEND(SP, nargs + 1);
+    PUSHs(MY_CXT.impl);
+    for (i = 0; i < nargs; i++)
+        PUSHs(args[i]);
+    PUTBACK;
+    MY_CXT.depth++;
+    call_method(method, G_SCALAR | G_EVAL);
+    MY_CXT.depth--;
+    SPAGAIN;
+    ret = POPs;
+    PUTBACK;
+    if (SvTRUE(ERRSV)) {
+        SV *where = sve_where(aTHX_ method);
+
+        sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " died: %" SVf,
+                                                  SVfARG(where), SVfARG(ERRSV))));
+        sve_report_died(aTHX_ where);
+        return NULL;
+    }
+    return ret;
+}
+
+/* During global destruction the implementation object may be half gone:
+ * trampolines then do their bookkeeping without calling it. */
+static bool
+sve_impl_usable(pTHX)
+{
+    dMY_CXT;
+
+    return PL_phase != PERL_PHASE_DESTRUCT && MY_CXT.impl && SvROK(MY_CXT.impl);
+}
+
+static int
+sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
+        void *opaque, virFreeCallback ff)
+{
+    dMY_CXT;
+    const char *method = kind == SVE_KIND_HANDLE ? "add_handle" : "add_timeout";
+    sve_record *rec;
+    SV *args[5];
+    int nargs = 0;
+    SV *ret;
+    int id = -1;
+
+    if (!sve_impl_usable(aTHX)) {
+        sve_set_failure(aTHX_ sv_2mortal(newSVpvs("the interpreter is being destroyed")));
+        return -1;
+    }
+
+    Newxz(rec, 1, sve_record);
+    rec->kind = kind;
+    rec->fd = kind == SVE_KIND_HANDLE ? fd : -1;
+    if (kind == SVE_KIND_HANDLE)
+        rec->cb.handle = (virEventHandleCallback)cb;
+    else
+        rec->cb.timeout = (virEventTimeoutCallback)cb;
+    rec->opaque = opaque;
+    rec->ff = ff;
+
+    ENTER;
+    SAVETMPS;
+    if (kind == SVE_KIND_HANDLE)
+        args[nargs++] = sv_2mortal(newSViv(fd));
+    args[nargs++] = sv_2mortal(newSViv(events_or_ms));
+    args[nargs++] = sve_handle_object(aTHX_ &MY_CXT, rec, SVE_ROLE_CB);
+    args[nargs++] = sve_handle_object(aTHX_ &MY_CXT, rec, SVE_ROLE_OPAQUE);
+    args[nargs++] = sve_handle_object(aTHX_ &MY_CXT, rec, SVE_ROLE_FF);
+
+    ret = sve_call_impl(aTHX_ method, args, nargs);
+    if (ret) {
+        IV iv = 0;
+
+        if (SvOK(ret) && !SvROK(ret) && looks_like_number(ret)) {
+            NV nv = SvNV(ret);
+
+            if (nv >= 1 && nv <= INT_MAX && nv == (NV)(IV)nv)
+                iv = (IV)nv;
+        }
+        if (iv <= 0) {
+            SV *why = sv_2mortal(newSVpvf("returned '%" SVf "', not a positive %s id",
+                                          SVfARG(SvOK(ret) ? ret : sv_2mortal(newSVpvs("undef"))),
+                                          sve_kind_name[kind]));
+            SV *where = sve_where(aTHX_ method);
+
+            sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " %" SVf,
+                                                      SVfARG(where), SVfARG(why))));
+            sve_report(aTHX_ why, where);
+        } else if (sve_idmap_get(&MY_CXT.records[kind], (int)iv)) {
+            SV *why = sv_2mortal(newSVpvf("returned %s %d, which is already in use",
+                                          sve_kind_name[kind], (int)iv));
+            SV *where = sve_where(aTHX_ method);
+
+            sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " %" SVf,
+                                                      SVfARG(where), SVfARG(why))));
+            sve_report(aTHX_ why, where);
+        } else {
+            id = (int)iv;
+        }
+    }
+
+    if (id > 0) {
+        rec->id = id;
+        rec->live = TRUE;
+        sve_idmap_put(&MY_CXT.records[kind], id, rec);
+    } else {
+        /* On failure libvirt releases the opaque itself: ff never runs,
+         * and a dispatch of the objects the implementation kept is a
+         * no-op. */
+        rec->removed = TRUE;
+        rec->free_done = TRUE;
+        rec->ff = NULL;
+        rec->opaque = NULL;
+    }
+    /* keep the record while the temporaries that point at it go away */
+    rec->objects++;
+    FREETMPS;
+    LEAVE;
+    rec->objects--;
+    sve_record_release(rec);
+    return id;
+}
+
+static void
+sve_update(pTHX_ sve_kind kind, int id, int events_or_ms)
+{
+    dMY_CXT;
+    SV *args[2];
+
+    /* libvirt updates ids it never added (-1 after keepalive stops):
+     * unknown ids are ignored, as libvirt's own loops do */
+    if (!sve_idmap_get(&MY_CXT.records[kind], id) || !sve_impl_usable(aTHX))
+        return;
+    ENTER;
+    SAVETMPS;
+    args[0] = sv_2mortal(newSViv(id));
+    args[1] = sv_2mortal(newSViv(events_or_ms));
+    sve_call_impl(aTHX_ kind == SVE_KIND_HANDLE ? "update_handle" : "update_timeout",
+                  args, 2);
+    FREETMPS;
+    LEAVE;
+}
+
+static int
+sve_remove(pTHX_ sve_kind kind, int id)
+{
+    dMY_CXT;
+    sve_record *rec = (sve_record *)sve_idmap_delete(&MY_CXT.records[kind], id);
+    int result = 0;
+
+    if (!rec) {
+        sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%s %d is not registered",
+                                                  sve_kind_name[kind], id)));
+        return -1;
+    }
+    /* From now on a dispatch of this record is a no-op, whatever the
+     * implementation answers: libvirt considers it gone. */
+    rec->live = FALSE;
+    rec->removed = TRUE;
+    rec->objects++;             /* hold it across the call */
+
+    if (sve_impl_usable(aTHX)) {
+        SV *args[1];
+        SV *ret;
+
+        ENTER;
+        SAVETMPS;
+        args[0] = sv_2mortal(newSViv(id));
+        ret = sve_call_impl(aTHX_ kind == SVE_KIND_HANDLE ? "remove_handle" : "remove_timeout",
+                            args, 1);
+        if (!ret) {
+            result = -1;
+        } else if (SvOK(ret) && !SvROK(ret) && looks_like_number(ret) && SvNV(ret) < 0) {
+            sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " returned %" SVf,
+                                                      SVfARG(sve_where(aTHX_ kind == SVE_KIND_HANDLE ? "remove_handle" : "remove_timeout")),
+                                                      SVfARG(ret))));
+            result = -1;
+        }
+        FREETMPS;
+        LEAVE;
+    }
+
+    if (--rec->objects == 0 && !rec->free_done && !rec->free_queued)
+        sve_queue_free(aTHX_ rec);    /* nobody holds a handle to free it */
+    sve_record_release(rec);
+    return result;
+}
+
+static int
+sve_tramp_add_handle(int fd, int events, virEventHandleCallback cb,
+                     void *opaque, virFreeCallback ff)
+{
+    SVE_TRAMPOLINE_ENTER("add_handle", return -1);
+    return sve_add(aTHX_ SVE_KIND_HANDLE, fd, events, (void *)cb, opaque, ff);
+}
+
+static void
+sve_tramp_update_handle(int watch, int events)
+{
+    SVE_TRAMPOLINE_ENTER("update_handle", return);
+    sve_update(aTHX_ SVE_KIND_HANDLE, watch, events);
+}
+
+static int
+sve_tramp_remove_handle(int watch)
+{
+    SVE_TRAMPOLINE_ENTER("remove_handle", return -1);
+    return sve_remove(aTHX_ SVE_KIND_HANDLE, watch);
+}
+
+static int
+sve_tramp_add_timeout(int ms, virEventTimeoutCallback cb,
+                      void *opaque, virFreeCallback ff)
+{
+    SVE_TRAMPOLINE_ENTER("add_timeout", return -1);
+    return sve_add(aTHX_ SVE_KIND_TIMEOUT, -1, ms, (void *)cb, opaque, ff);
+}
+
+static void
+sve_tramp_update_timeout(int timer, int ms)
+{
+    SVE_TRAMPOLINE_ENTER("update_timeout", return);
+    sve_update(aTHX_ SVE_KIND_TIMEOUT, timer, ms);
+}
+
+static int
+sve_tramp_remove_timeout(int timer)
+{
+    SVE_TRAMPOLINE_ENTER("remove_timeout", return -1);
+    return sve_remove(aTHX_ SVE_KIND_TIMEOUT, timer);
+}
+
+/* ------------------------------------------------------------------ */
+/* 7. public watches and timers                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * add_handle/add_timeout made from Perl go through libvirt into whichever
+ * loop is registered; libvirt then calls these C callbacks, which call the
+ * user's (copied) coderef.  The free function releases it.
+ */
+typedef struct {
+    sve_kind kind;
+    int id;
+    SV *code;
+#ifdef MULTIPLICITY
+    PerlInterpreter *perl;
+#endif
+} sve_public;
+
+#ifdef MULTIPLICITY
+# define SVE_PUBLIC_ENTER(pub, what, fail)                       \
+    PerlInterpreter *my_perl = PERL_GET_THX;                     \
+    if (!my_perl || my_perl != (pub)->perl) {                    \
+        sve_refuse_foreign(what);                                \
+        fail;                                                    \
+    }
+#else
+# define SVE_PUBLIC_ENTER(pub, what, fail)
+#endif
+
+static void
+sve_public_call(pTHX_ sve_public *pub, SV **args, int nargs)
+{
+    dSP;
+    int i;
+
+    ENTER;
+    SAVETMPS;
+    PUSHMARK(SP);
+    EXTEND(SP, nargs);
+    for (i = 0; i < nargs; i++)
+        PUSHs(args[i]);
+    PUTBACK;
+    call_sv(pub->code, G_VOID | G_DISCARD | G_EVAL);
+    if (SvTRUE(ERRSV))
+        sve_report_died(aTHX_ sv_2mortal(newSVpvf("callback of %s %d",
+                                                  sve_kind_name[pub->kind], pub->id)));
+    FREETMPS;
+    LEAVE;
+}
+
+static void
+sve_public_handle_cb(int watch, int fd, int events, void *opaque)
+{
+    sve_public *pub = (sve_public *)opaque;
+    SV *args[3];
+    SVE_PUBLIC_ENTER(pub, "a watch callback", return);
+
+    args[0] = sv_2mortal(newSViv(watch));
+    args[1] = sv_2mortal(newSViv(fd));
+    args[2] = sv_2mortal(newSViv(events));
+    sve_public_call(aTHX_ pub, args, 3);
+}
+
+static void
+sve_public_timeout_cb(int timer, void *opaque)
+{
+    sve_public *pub = (sve_public *)opaque;
+    SV *args[1];
+    SVE_PUBLIC_ENTER(pub, "a timer callback", return);
+
+    args[0] = sv_2mortal(newSViv(timer));
+    sve_public_call(aTHX_ pub, args, 1);
+}
+
+static void
+sve_public_free(void *opaque)
+{
+    sve_public *pub = (sve_public *)opaque;
+    /* from a foreign thread the coderef cannot be touched: it leaks */
+    SVE_PUBLIC_ENTER(pub, "a free function", return);
+
+    SvREFCNT_dec(pub->code);
+    Safefree(pub);
+}
+
+/* ------------------------------------------------------------------ */
+/* helpers for the XSUBs                                               */
+/* ------------------------------------------------------------------ */
+
+/* Public calls and dispatches are refused outside the interpreter that
+ * registered the loop: libvirt would call that one back. */
+static void
+sve_require_owner(pTHX_ const char *func)
+{
+    if (sve_registered == SVE_LOOP_NONE)
+        croak("%s: no event loop is registered; call "
+              "Sys::Virt::Event::register_default() or register($impl) first", func);
+#ifdef MULTIPLICITY
+    if (aTHX != sve_owner)
+        croak("%s: called from a thread other than the one that registered "
+              "the event loop", func);
+#endif
+}
+
+/* The reason a libvirt call returned -1, for a croak. */
+static const char *
+sve_failure_reason(pTHX)
+{
+    dMY_CXT;
+    virErrorPtr err;
+
+    if (SvCUR(MY_CXT.failure))
+        return SvPV_nolen(MY_CXT.failure);
+    err = virGetLastError();
+    if (err && err->message)
+        return err->message;
+    return sve_registered == SVE_LOOP_DEFAULT
+        ? "libvirt's default event loop refused it"
+        : "the event loop refused it";
+}
+
+static sve_public *
+sve_public_lookup(pTHX_ sve_kind kind, int id, const char *func)
+{
+    dMY_CXT;
+    sve_public *pub = (sve_public *)sve_idmap_get(&MY_CXT.publics[kind], id);
+
+    if (!pub)
+        croak("%s: %s %d is not a live %s created by Sys::Virt::Event::%s",
+              func, sve_kind_name[kind], id, sve_kind_name[kind],
+              kind == SVE_KIND_HANDLE ? "add_handle" : "add_timeout");
+    return pub;
+}
+
+static int
+sve_public_add(pTHX_ sve_kind kind, int fd, int events_or_ms, SV *code,
+               const char *func)
+{
+    dMY_CXT;
+    sve_public *pub;
+    int id;
+
+    sve_require_owner(aTHX_ func);
+    sve_run_pending(aTHX);
+    Newxz(pub, 1, sve_public);
+    pub->kind = kind;
+    pub->code = newSVsv(code);
+#ifdef MULTIPLICITY
+    pub->perl = aTHX;
+#endif
+    sv_setpvs(MY_CXT.failure, "");
+    virResetLastError();
+    MY_CXT.depth++;
+    if (kind == SVE_KIND_HANDLE)
+        id = virEventAddHandle(fd, events_or_ms, sve_public_handle_cb, pub,
+                               sve_public_free);
+    else
+        id = virEventAddTimeout(events_or_ms, sve_public_timeout_cb, pub,
+                                sve_public_free);
+    MY_CXT.depth--;
+    if (id < 0) {
+        /* libvirt does not call the free function of a failed add */
+        SvREFCNT_dec(pub->code);
+        Safefree(pub);
+        croak("%s: %s", func, sve_failure_reason(aTHX));
+    }
+    pub->id = id;
+    sve_idmap_put(&MY_CXT.publics[kind], id, pub);
+    sve_run_pending(aTHX);
+    return id;
+}
+
+static void
+sve_public_update(pTHX_ sve_kind kind, int id, int events_or_ms, const char *func)
+{
+    dMY_CXT;
+
+    sve_require_owner(aTHX_ func);
+    sve_public_lookup(aTHX_ kind, id, func);
+    sve_run_pending(aTHX);
+    MY_CXT.depth++;
+    if (kind == SVE_KIND_HANDLE)
+        virEventUpdateHandle(id, events_or_ms);
+    else
+        virEventUpdateTimeout(id, events_or_ms);
+    MY_CXT.depth--;
+    sve_run_pending(aTHX);
+}
+
+static void
+sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
+{
+    dMY_CXT;
+    int rc;
+
+    sve_require_owner(aTHX_ func);
+    sve_public_lookup(aTHX_ kind, id, func);
+    sve_run_pending(aTHX);
+    /* forget it first: its free function may run before libvirt returns */
+    sve_idmap_delete(&MY_CXT.publics[kind], id);
+    sv_setpvs(MY_CXT.failure, "");
+    virResetLastError();
+    MY_CXT.depth++;
+    if (kind == SVE_KIND_HANDLE)
+        rc = virEventRemoveHandle(id);
+    else
+        rc = virEventRemoveTimeout(id);
+    MY_CXT.depth--;
+    sve_run_pending(aTHX);
+    if (rc < 0)
+        croak("%s: %s", func, sve_failure_reason(aTHX));
+}
+
+/* Shared by both dispatch XSUBs: call libvirt's callback with a libvirt
+ * frame counted on the stack, then run frees that became due.  The save
+ * stack restores the depth if a Perl callback below libvirt dies. */
+#define SVE_DISPATCH(call) STMT_START {                         \
+        dMY_CXT;                                                \
+        if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
+            sve_run_pending(aTHX);                              \
+        ENTER;                                                  \
+        SAVEINT(MY_CXT.depth);                                  \
+        MY_CXT.depth++;                                         \
+        call;                                                   \
+        LEAVE;                                                  \
+        if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
+            sve_run_pending(aTHX);                              \
+    } STMT_END
+
+MODULE = Sys::Virt::Event  PACKAGE = Sys::Virt::Event
+
+PROTOTYPES: DISABLE
+
+BOOT:
+{
+    HV *stash = gv_stashpv("Sys::Virt::Event", GV_ADD);
+    MY_CXT_INIT;
+    sve_init_cxt(aTHX_ &MY_CXT);
+    newCONSTSUB(stash, "HANDLE_READABLE", newSViv(VIR_EVENT_HANDLE_READABLE));
+    newCONSTSUB(stash, "HANDLE_WRITABLE", newSViv(VIR_EVENT_HANDLE_WRITABLE));
+    newCONSTSUB(stash, "HANDLE_ERROR", newSViv(VIR_EVENT_HANDLE_ERROR));
+    newCONSTSUB(stash, "HANDLE_HANGUP", newSViv(VIR_EVENT_HANDLE_HANGUP));
+    virInitialize();
+}
+
+void
+CLONE(...)
+  CODE:
+    /* perl calls CLONE for every class that inherits it: act once */
+    if (items == 1 && SvPOK(ST(0)) && strEQ(SvPVX(ST(0)), "Sys::Virt::Event")) {
+        MY_CXT_CLONE;
+        /* the new interpreter owns nothing of its parent's */
+        sve_init_cxt(aTHX_ &MY_CXT);
+    }
+
+void
+_register_impl(impl)
+    SV *impl
+  PREINIT:
+    dMY_CXT;
+  CODE:
+    if (!SvROK(impl) || !SvOBJECT(SvRV(impl)))
+        croak("Sys::Virt::Event::register: the implementation must be an object");
+    if (sve_registered == SVE_LOOP_DEFAULT)
+        croak("Sys::Virt::Event::register: libvirt's default event loop is "
+              "already registered, and libvirt accepts one loop per process");
+    if (sve_registered == SVE_LOOP_PERL) {
+#ifdef MULTIPLICITY
+        if (aTHX != sve_owner)
+            croak("Sys::Virt::Event::register: another thread already "
+                  "registered an event loop");
+#endif
+        if (SvRV(MY_CXT.impl) == SvRV(impl))
+            XSRETURN_EMPTY;     /* the same object again */
+        croak("Sys::Virt::Event::register: an event loop (%s) is already "
+              "registered, and libvirt accepts one loop per process",
+              HvNAME(SvSTASH(SvRV(MY_CXT.impl))));
+    }
+    MY_CXT.impl = newSVsv(impl);
+    sve_registered = SVE_LOOP_PERL;
+#ifdef MULTIPLICITY
+    sve_owner = aTHX;
+#endif
+    virEventRegisterImpl(sve_tramp_add_handle, sve_tramp_update_handle,
+                         sve_tramp_remove_handle, sve_tramp_add_timeout,
+                         sve_tramp_update_timeout, sve_tramp_remove_timeout);
+
+void
+register_default()
+  CODE:
+    if (sve_registered == SVE_LOOP_PERL)
+        croak("Sys::Virt::Event::register_default: a Perl event loop is "
+              "already registered, and libvirt accepts one loop per process");
+    if (sve_registered == SVE_LOOP_DEFAULT) {
+#ifdef MULTIPLICITY
+        if (aTHX != sve_owner)
+            croak("Sys::Virt::Event::register_default: another thread "
+                  "already registered the default event loop");
+#endif
+        XSRETURN_EMPTY;
+    }
+    if (virEventRegisterDefaultImpl() < 0) {
+        virErrorPtr err = virGetLastError();
+        croak("Sys::Virt::Event::register_default: %s",
+              err && err->message ? err->message : "libvirt refused");
+    }
+    sve_registered = SVE_LOOP_DEFAULT;
+#ifdef MULTIPLICITY
+    sve_owner = aTHX;
+#endif
+
+void
+run_default()
+  CODE:
+    if (sve_registered != SVE_LOOP_DEFAULT)
+        croak("Sys::Virt::Event::run_default: the default event loop is not "
+              "registered; call Sys::Virt::Event::register_default() first");
+    sve_require_owner(aTHX_ "Sys::Virt::Event::run_default");
+    if (virEventRunDefaultImpl() < 0) {
+        virErrorPtr err = virGetLastError();
+        croak("Sys::Virt::Event::run_default: %s",
+              err && err->message ? err->message : "libvirt's loop failed");
+    }
+
+void
+_run_handle_callback(self, watch, fd, events, cb, opaque)
+    SV *self
+    SveInt watch
+    SveInt fd
+    SveEvents events
+    SveHandleCallback cb
+    SveOpaque opaque
+  CODE:
+    PERL_UNUSED_VAR(self);
+    if (cb != opaque)
+        croak("Sys::Virt::Event::_run_handle_callback: $cb and $opaque "
+              "belong to different watches");
+    if (cb->removed)
+        XSRETURN_EMPTY;         /* removed earlier in this iteration: skip */
+    if (cb->id == 0)
+        XSRETURN_EMPTY;         /* its add has not returned yet */
+    if (watch != cb->id)
+        croak("Sys::Virt::Event::_run_handle_callback: $watch is %d but "
+              "$cb belongs to watch %d", watch, cb->id);
+    if (fd != cb->fd)
+        croak("Sys::Virt::Event::_run_handle_callback: $fd is %d but "
+              "watch %d is on fd %d", fd, cb->id, cb->fd);
+    SVE_DISPATCH(cb->cb.handle(watch, fd, events, cb->opaque));
+
+void
+_run_timeout_callback(self, timer, cb, opaque)
+    SV *self
+    SveInt timer
+    SveTimeoutCallback cb
+    SveOpaque opaque
+  CODE:
+    PERL_UNUSED_VAR(self);
+    if (cb != opaque)
+        croak("Sys::Virt::Event::_run_timeout_callback: $cb and $opaque "
+              "belong to different timers");
+    if (cb->removed || cb->id == 0)
+        XSRETURN_EMPTY;
+    if (timer != cb->id)
+        croak("Sys::Virt::Event::_run_timeout_callback: $timer is %d but "
+              "$cb belongs to timer %d", timer, cb->id);
+    SVE_DISPATCH(cb->cb.timeout(timer, cb->opaque));
+
+void
+_free_callback_opaque(self, ff, opaque)
+    SV *self
+    SveFreeFunc ff
+    SveOpaque opaque
+  CODE:
+    PERL_UNUSED_VAR(self);
+    if (ff != opaque)
+        croak("Sys::Virt::Event::_free_callback_opaque: $ff and $opaque "
+              "belong to different registrations");
+    if (ff->free_done || ff->free_queued)
+        XSRETURN_EMPTY;         /* freed already, or about to be */
+    if (!ff->removed)
+        croak("Sys::Virt::Event::_free_callback_opaque: %s %d is still "
+              "registered; free it after libvirt removed it",
+              sve_kind_name[ff->kind], ff->id);
+    sve_queue_free(aTHX_ ff);
+    sve_run_pending(aTHX);
+
+void
+_run_pending_frees()
+  CODE:
+    sve_run_pending(aTHX);
+
+int
+add_handle(fd, events, coderef)
+    SveFd fd
+    SveEvents events
+    SveCode coderef
+  CODE:
+    RETVAL = sve_public_add(aTHX_ SVE_KIND_HANDLE, fd, events, coderef,
+                            "Sys::Virt::Event::add_handle");
+  OUTPUT:
+    RETVAL
+
+void
+update_handle(watch, events)
+    SveInt watch
+    SveEvents events
+  CODE:
+    sve_public_update(aTHX_ SVE_KIND_HANDLE, watch, events,
+                      "Sys::Virt::Event::update_handle");
+
+void
+remove_handle(watch)
+    SveInt watch
+  CODE:
+    sve_public_remove(aTHX_ SVE_KIND_HANDLE, watch,
+                      "Sys::Virt::Event::remove_handle");
+
+int
+add_timeout(frequency, coderef)
+    SveFrequency frequency
+    SveCode coderef
+  CODE:
+    RETVAL = sve_public_add(aTHX_ SVE_KIND_TIMEOUT, -1, frequency, coderef,
+                            "Sys::Virt::Event::add_timeout");
+  OUTPUT:
+    RETVAL
+
+void
+update_timeout(timer, frequency)
+    SveInt timer
+    SveFrequency frequency
+  CODE:
+    sve_public_update(aTHX_ SVE_KIND_TIMEOUT, timer, frequency,
+                      "Sys::Virt::Event::update_timeout");
+
+void
+remove_timeout(timer)
+    SveInt timer
+  CODE:
+    sve_public_remove(aTHX_ SVE_KIND_TIMEOUT, timer,
+                      "Sys::Virt::Event::remove_timeout");

@@ -1,0 +1,395 @@
+package Sys::Virt::Event;
+
+# The system's Sys::Virt (Virt.so) defines XSUBs and constants in this
+# package too.  Load it first when it is installed, then drop what it put
+# here, so that our own XSLoader::load below defines this package's subs
+# afresh and silently, whichever module the program loaded first.
+BEGIN {
+    if (!$INC{'Sys/Virt.pm'}) {
+        local $@;
+        eval { require Sys::Virt };
+    }
+    for my $name (keys %Sys::Virt::Event::) {
+        next if $name =~ /::\z/;
+        my $entry = $Sys::Virt::Event::{$name};
+        if (ref \$entry ne 'GLOB' || defined *{$entry}{CODE}) {
+            delete $Sys::Virt::Event::{$name};
+        }
+    }
+}
+
+use 5.014;
+use strict;
+use warnings;
+
+use Carp ();
+use Scalar::Util ();
+use Exporter 'import';
+
+our $VERSION = '0.01';
+
+our @CONSTANTS = qw(HANDLE_READABLE HANDLE_WRITABLE HANDLE_ERROR HANDLE_HANGUP);
+our @EXPORT_OK = @CONSTANTS;
+our %EXPORT_TAGS = (constants => [@CONSTANTS]);
+
+# Called with ($error, $where) when an implementation method or a callback
+# dies below a libvirt C frame; see ERROR HANDLING.
+our $DIED;
+
+require XSLoader;
+XSLoader::load('Sys::Virt::Event', $VERSION);
+
+# The methods libvirt's hooks call on a registered implementation.
+my @IMPL_METHODS = qw(add_handle update_handle remove_handle
+                      add_timeout update_timeout remove_timeout);
+
+sub register {
+    my ($impl) = @_;
+
+    if (!Scalar::Util::blessed($impl) || !$impl->isa('Sys::Virt::Event')) {
+        Carp::croak('Sys::Virt::Event::register: the implementation must be an '
+                    . 'object of a subclass of Sys::Virt::Event or Sys::Virt::EventImpl');
+    }
+    # A subclass that lacks one would otherwise fail at libvirt's first
+    # call, far from the cause: our own public functions of the same names
+    # and Sys::Virt::EventImpl's abstract stubs do not count.
+    my @missing = grep {
+        my $code = $impl->can($_);
+        !$code
+            || $code == \&{"Sys::Virt::Event::$_"}
+            || $code == \&{"Sys::Virt::EventImpl::$_"}
+    } @IMPL_METHODS;
+    if (@missing) {
+        Carp::croak('Sys::Virt::Event::register: ' . ref($impl)
+                    . ' does not implement ' . join(', ', @missing));
+    }
+    _register_impl($impl);
+    return;
+}
+
+sub _report_error {
+    my ($error, $where) = @_;
+
+    if (defined $DIED) {
+        $DIED->($error, $where);
+        return;
+    }
+    $error = "$error";
+    $error =~ s/\n*\z/\n/;
+    warn "Sys::Virt::Event: $where: $error";
+    return;
+}
+
+# Frees queued while libvirt was below us run once the program is back at
+# its top level; this catches the last ones.
+END { _run_pending_frees() }
+
+# Sys::Virt::EventImpl subclasses inherit the helpers and register().
+require Sys::Virt::EventImpl;
+
+1;
+
+__END__
+
+=head1 NAME
+
+Sys::Virt::Event - An event loop contract between libvirt and Perl
+
+=head1 SYNOPSIS
+
+  # libvirt's own loop
+  use Sys::Virt;
+  use Sys::Virt::Event;
+
+  Sys::Virt::Event::register_default();
+  my $conn = Sys::Virt->new(uri => 'test:///default');
+  $conn->domain_event_register_any(undef,
+      Sys::Virt::Domain::EVENT_ID_LIFECYCLE,
+      sub { my ($conn, $dom, $event, $detail) = @_; ... });
+  Sys::Virt::Event::run_default() while 1;
+
+  # or your own loop
+  package My::Loop;
+  use parent 'Sys::Virt::Event';
+
+  sub add_handle {
+      my ($self, $fd, $events, $cb, $opaque, $ff) = @_;
+      my $watch = ++$self->{next};
+      $self->{handles}{$watch} = [$fd, $events, $cb, $opaque, $ff];
+      return $watch;
+  }
+  # ... update_handle, remove_handle, add_timeout, update_timeout,
+  #     remove_timeout; when $fd is ready:
+  #     $self->_run_handle_callback($watch, $fd, $revents, $cb, $opaque);
+  # and after remove_handle, at any time:
+  #     $self->_free_callback_opaque($ff, $opaque);
+
+  package main;
+  My::Loop->new->register;
+
+=head1 DESCRIPTION
+
+The C<Sys::Virt::Event> module represents the contract for integrating
+libvirt with an event loop.  libvirt needs an event loop for domain,
+network and storage events, keepalive and streams: either its own default
+loop (L</register_default>, L</run_default>) or one written in Perl, by
+subclassing this package and registering an object of the subclass
+(L</register>).
+
+The glue is written in C and is careful about the boundary: a Perl
+exception never unwinds through libvirt's C code, a value that did not
+come from this module is refused rather than trusted, and libvirt's free
+functions run exactly once, never inside a libvirt call.  The rules an
+implementation can rely on are listed under L</WRITING AN IMPLEMENTATION>.
+
+Load this module before opening connections; it may be loaded before or
+after L<Sys::Virt> (which defines an older version of some of these
+functions: this module's are the ones in effect either way).
+
+=head1 METHODS
+
+=head2 register_default()
+
+Register libvirt's default event loop implementation.  Calling it again
+is a no-op; calling it after L</register> croaks, since libvirt accepts
+one event loop per process.
+
+=head2 run_default()
+
+Run a single iteration of the default event loop implementation: wait
+until a watch is ready or a timer is due, and dispatch it.  Croaks when
+the default loop is not the registered one (it would otherwise block for
+ever) or when libvirt reports an error.
+
+=head2 register($impl)
+
+Register an event loop implementation. The implementation must be an
+instance of a sub-class of the C<Sys::Virt::Event> package (or of
+L<Sys::Virt::EventImpl>) that implements the six methods below.  It can
+be called as a function or as C<< $impl->register >>.  Registering the
+same object again is a no-op; registering another one, or any after
+L</register_default>, croaks, since libvirt silently ignores a second
+registration.  Register before opening the first connection: libvirt sets
+up a connection's keepalive and event timers when it is opened.
+
+The methods libvirt calls on C<$impl>:
+
+=over 4
+
+=item $impl->add_handle($fd, $events, $cb, $opaque, $ff)
+
+Watch file descriptor C<$fd> for C<$events> (a mask of the L</CONSTANTS>)
+and return a positive watch number, unique among live watches.  Anything
+else (undef, 0, a negative number, a string, or dying) tells libvirt the
+add failed.  Keep C<$cb>, C<$opaque> and C<$ff> for the helpers below.
+
+=item $impl->update_handle($watch, $events)
+
+Change the mask of C<$watch>.  A mask of 0 disables the watch.
+
+=item $impl->remove_handle($watch)
+
+Stop watching.  Return 0, or -1 for failure.  The data behind the watch is
+freed by C<_free_callback_opaque>, here or later.
+
+=item $impl->add_timeout($frequency, $cb, $opaque, $ff)
+
+Create a timer firing every C<$frequency> milliseconds (-1: disabled,
+0: on every loop iteration) and return a positive timer number.
+
+=item $impl->update_timeout($timer, $frequency)
+
+Change the interval of C<$timer>, with the same meaning of -1 and 0.
+
+=item $impl->remove_timeout($timer)
+
+Delete the timer.  Return 0, or -1 for failure.
+
+=back
+
+=head2 $self->_run_handle_callback($watch, $fd, $events, $cb, $opaque)
+
+A helper method for executing a callback in response to one of more
+C<$events> on the file handle C<$fd>. The C<$watch> number is the unique
+identifier associated with the file descriptor. The C<$cb> and C<$opaque>
+parameters are the callback and data registered for the handle.
+
+A watch that libvirt removed already (perhaps earlier in the same loop
+iteration) is skipped silently.  Croaks when C<$cb> or C<$opaque> are not
+the values given to C<add_handle> for this C<$watch> and C<$fd>.
+
+=head2 $self->_run_timeout_callback($timer, $cb, $opaque)
+
+A helper method for executing a callback in response to the expiry of a
+timeout identified by C<$timer>. The C<$cb> and C<$opaque> parameters are
+the callback and data registered for the timeout.  A removed timer is
+skipped silently.
+
+=head2 $self->_free_callback_opaque($ff, $opaque)
+
+A helper method for freeing the data associated with a callback.  The
+C<$ff> and C<$opaque> parameters are the callback and data registered for
+the handle/timeout.
+
+Call it once the watch or timer has been removed, from C<remove_handle>
+or C<remove_timeout> or any time later.  The free function runs exactly
+once: a second call is a no-op.  When called while libvirt is below on
+the stack (inside C<remove_handle>, say), the free is queued and runs at
+the next safe point: the next dispatch from the loop, or the next public
+call from the program's top level.  Calling it for a watch that is still
+registered croaks.  If an implementation drops all of a removed watch's
+handles without calling it, the free is queued the same way.
+
+=head2 my $watch = Sys::Virt::Event::add_handle($fd, $events, $coderef)
+
+Adds a watch on the file descriptor C<$fd> (a descriptor number or a Perl
+filehandle) for the events C<$events> which is a mask of the FILE HANDLE
+EVENTS constants listed later.  The C<$coderef> parameter is a subroutine
+to invoke when an event is triggered. The subroutine will be passed three
+parameters, the watch identifier, the file descriptor and the event mask.
+This method returns the watch identifier which can be used to update or
+remove the watch.  The coderef is copied: reassigning the caller's
+variable changes nothing.  Croaks on a closed descriptor, unknown mask
+bits, a value that is not a CODE reference, or when the event loop
+refuses the watch (the message says why).
+
+=head2 Sys::Virt::Event::update_handle($watch, $events)
+
+Update the event mask for the file descriptor watch C<$watch> to use the
+events C<$events>.  Croaks unless C<$watch> is a live watch made by
+L</add_handle>.
+
+=head2 Sys::Virt::Event::remove_handle($watch)
+
+Remove the file descriptor watch C<$watch>.  Its coderef is released once
+the event loop frees the watch.
+
+=head2 my $timer = Sys::Virt::Event::add_timeout($frequency, $coderef)
+
+Adds a timeout to trigger with C<$frequency> milliseconds interval (-1
+disables it, 0 fires on every loop iteration; larger than libvirt's int
+croaks).  The C<$coderef> parameter is a subroutine to invoke when an
+event is triggered. The subroutine will be passed one parameter, the timer
+identifier. This method returns the timer identifier which can be used to
+update or remove the timer.
+
+=head2 Sys::Virt::Event::update_timeout($timer, $frequency)
+
+Update the timeout C<$timer> to have the frequency C<$frequency>
+milliseconds.
+
+=head2 Sys::Virt::Event::remove_timeout($timer)
+
+Remove the timeout C<$timer>.
+
+=head1 CONSTANTS
+
+=head2 FILE HANDLE EVENTS
+
+When integrating with an event loop the following constants define the
+file descriptor events.  They can be imported one by one or all with the
+C<:constants> tag:
+
+  use Sys::Virt::Event qw(:constants);
+
+=over 4
+
+=item Sys::Virt::Event::HANDLE_READABLE
+
+The file descriptor has data available for read without blocking
+
+=item Sys::Virt::Event::HANDLE_WRITABLE
+
+The file descriptor has ability to write data without blocking
+
+=item Sys::Virt::Event::HANDLE_ERROR
+
+An error occurred on the file descriptor.  Like libvirt's own loops, an
+implementation reports it for every watch whose mask is not 0, whether or
+not the mask asked for it.
+
+=item Sys::Virt::Event::HANDLE_HANGUP
+
+The remote end of the file descriptor closed.  Reported like
+C<HANDLE_ERROR>.
+
+=back
+
+=head1 WRITING AN IMPLEMENTATION
+
+=over 4
+
+=item *
+
+C<$cb>, C<$opaque> and C<$ff> are small objects that only this module can
+make; the helpers recognise them by C-level magic, not by class, and
+croak on anything else, including a callback passed where the opaque
+value goes.  Copies made for a new thread are refused.
+
+=item *
+
+A watch may be dispatched after it was removed in the same loop
+iteration: the helpers skip it.  Callbacks may add, update and remove
+watches, their own included, while the loop is dispatching.
+
+=item *
+
+The free function may be requested from anywhere, once the watch is
+removed; see L</_free_callback_opaque>.
+
+=item *
+
+Unknown or negative ids in C<update_*> are never passed on: libvirt
+sometimes updates a timer it has already dropped.
+
+=back
+
+=head1 ERROR HANDLING
+
+An exception in an implementation method or in a coderef given to
+L</add_handle> or L</add_timeout> never unwinds through libvirt.  It is
+caught, and libvirt gets the answer it expects: -1 for a failed add or
+remove, nothing for an update or a callback.  The exception is then
+reported: by default with C<warn>, prefixed with C<Sys::Virt::Event:> and
+where it happened; or, when C<$Sys::Virt::Event::DIED> holds a code
+reference, by calling it as C<< $DIED->($error, $where) >> instead.  An
+exception from C<$DIED> itself is printed to STDERR.
+
+  local $Sys::Virt::Event::DIED = sub {
+      my ($error, $where) = @_;
+      $log->error("$where: $error");
+  };
+
+A public call (L</add_handle>, L</remove_timeout>, ...) that libvirt
+refuses croaks with the reason.
+
+Callbacks registered through L<Sys::Virt> itself (domain events, close
+callbacks, stream callbacks) are called by Sys::Virt, not by this module:
+keep them from dying (wrap their bodies in C<eval>), since an exception
+there leaves libvirt's state unwound.
+
+=head1 THREADS
+
+State is kept per interpreter.  The interpreter that registered the loop
+is the only one libvirt calls into: when libvirt calls the loop from
+another thread, the call is refused (-1 for an add or remove) and a
+warning is printed once.  Public calls from another thread croak, and the
+handle objects a new thread inherits are refused by the helpers.
+
+=head1 SEE ALSO
+
+L<Sys::Virt>, L<Sys::Virt::EventImpl>, L<https://libvirt.org/html/libvirt-libvirt-event.html>
+
+=head1 AUTHOR
+
+The Sys-Virt-Event developers.  The API follows the one designed by
+Daniel P. Berrange for L<Sys::Virt>.
+
+=head1 COPYRIGHT AND LICENSE
+
+This library is free software; you can redistribute it and/or modify it
+under the same terms as Perl itself: either the GNU General Public License
+as published by the Free Software Foundation (version 1 or, at your
+option, any later version), or the Artistic License.
+
+=cut

@@ -1,0 +1,72 @@
+package TestUtil;
+
+# Helpers shared by the tests: run code in a child process with a time
+# limit (libvirt accepts one event loop per process, and a risky case
+# must not take the test file down), and find out what is installed.
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use POSIX ();
+
+our @EXPORT_OK = qw(in_child have_sys_virt);
+
+# in_child(sub { ... }, timeout => SECONDS)
+# Runs the code in a forked child with STDOUT and STDERR captured.  The
+# child exits 0 when the code returns, 1 when it dies (the error is
+# printed), or whatever the code passes to exit.  Returns a hash:
+#   exit    exit status (undef if killed by a signal)
+#   signal  the signal that ended it (0 if none)
+#   output  STDOUT and STDERR together
+#   timed_out  true when the time limit killed it
+sub in_child {
+    my ($code, %opts) = @_;
+    my $timeout = $opts{timeout} || 20;
+
+    pipe(my $r, my $w) or die "pipe: $!";
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        close $r;
+        open STDOUT, '>&', $w or POSIX::_exit(98);
+        open STDERR, '>&', $w or POSIX::_exit(98);
+        STDOUT->autoflush(1);
+        STDERR->autoflush(1);
+        alarm $timeout;
+        my $ok = eval { $code->(); 1 };
+        print STDERR "died: $@" unless $ok;
+        STDOUT->flush;
+        STDERR->flush;
+        # skip END blocks and destructors of the parent's objects
+        POSIX::_exit($ok ? 0 : 1);
+    }
+    close $w;
+    my $output = '';
+    my $deadline = time + $timeout + 5;
+    my $timed_out = 0;
+    local $SIG{ALRM} = sub { $timed_out = 1; kill 'KILL', $pid };
+    alarm $timeout + 5;
+    while (1) {
+        my $n = sysread($r, my $buf, 65536);
+        last unless $n;
+        $output .= $buf;
+    }
+    waitpid($pid, 0);
+    my $status = $?;
+    alarm 0;
+    close $r;
+    return {
+        exit      => ($status & 127) ? undef : $status >> 8,
+        signal    => $status & 127,
+        output    => $output,
+        timed_out => $timed_out || (($status & 127) == POSIX::SIGALRM()),
+    };
+}
+
+sub have_sys_virt {
+    local $@;
+    return eval { require Sys::Virt; 1 } ? 1 : 0;
+}
+
+1;
