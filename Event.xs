@@ -1119,6 +1119,18 @@ _run_pending_frees()
     sve_run_pending(aTHX);
 
 int
+_pending_frees()
+  PREINIT:
+    dMY_CXT;
+    sve_record *rec;
+  CODE:
+    RETVAL = 0;
+    for (rec = MY_CXT.pending_head; rec; rec = rec->next_pending)
+        RETVAL++;
+  OUTPUT:
+    RETVAL
+
+int
 add_handle(fd, events, coderef)
     SveFd fd
     SveEvents events
