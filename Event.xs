@@ -75,6 +75,7 @@ typedef struct {
     sve_idmap publics[2];       /* public watches/timers by id, per sve_kind */
     HV *stash[4];               /* class of each handle object, per sve_role */
     SV *failure;                /* why the last trampoline returned -1 */
+    bool destructing;           /* the interpreter is going away */
 } my_cxt_t;
 
 START_MY_CXT
@@ -149,9 +150,15 @@ sve_mg_free(pTHX_ SV *sv, MAGIC *mg)
     mg->mg_ptr = NULL;
     if (--rec->objects == 0 && rec->removed &&
         !rec->free_done && !rec->free_queued) {
+        dMY_CXT;
+
         /* Removed, and the implementation dropped every handle without
-         * freeing: nobody else can, so the queue does it. */
-        sve_queue_free(aTHX_ rec);
+         * freeing: nobody else can, so the queue does it (but nothing
+         * runs any more once the interpreter is being destroyed). */
+        if (MY_CXT.destructing)
+            rec->free_done = TRUE;
+        else
+            sve_queue_free(aTHX_ rec);
     }
     sve_record_release(rec);
     return 0;
@@ -431,6 +438,46 @@ sve_run_pending(pTHX)
     }
 }
 
+/*
+ * Interpreter teardown (registered with call_atexit, so it runs after END
+ * blocks and before objects are destroyed).  What is still registered
+ * stays with libvirt; our bookkeeping is released, and from here on the
+ * trampolines find nothing and the public calls do nothing.  Free
+ * functions do not run: libvirt may still hold what they would free.
+ */
+static void
+sve_destruct(pTHX_ void *unused)
+{
+    dMY_CXT;
+    sve_record *rec;
+    int kind;
+    size_t i;
+
+    PERL_UNUSED_ARG(unused);
+    MY_CXT.destructing = TRUE;
+    while ((rec = MY_CXT.pending_head)) {
+        MY_CXT.pending_head = rec->next_pending;
+        rec->free_queued = FALSE;
+        rec->free_done = TRUE;
+        sve_record_release(rec);
+    }
+    MY_CXT.pending_tail = NULL;
+    for (kind = SVE_KIND_HANDLE; kind <= SVE_KIND_TIMEOUT; kind++) {
+        sve_idmap *map = &MY_CXT.records[kind];
+
+        for (i = 0; i < map->cap; i++) {
+            if (map->keys[i] > 0) {
+                rec = (sve_record *)map->vals[i];
+                rec->live = FALSE;
+                rec->free_done = TRUE;
+                sve_record_release(rec);
+            }
+        }
+        sve_idmap_clear(map);
+        sve_idmap_clear(&MY_CXT.publics[kind]);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* 6. trampolines: libvirt -> Perl implementation                      */
 /* ------------------------------------------------------------------ */
@@ -509,9 +556,13 @@ sve_call_impl(pTHX_ const char *method, SV **args, int nargs)
     PUTBACK;
     if (SvTRUE(ERRSV)) {
         SV *where = sve_where(aTHX_ method);
+        SV *why = sv_2mortal(newSVpvf("%" SVf " died: %" SVf,
+                                      SVfARG(where), SVfARG(ERRSV)));
 
-        sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " died: %" SVf,
-                                                  SVfARG(where), SVfARG(ERRSV))));
+        /* the public call that croaks on it adds its own location */
+        while (SvCUR(why) && SvPVX(why)[SvCUR(why) - 1] == '\n')
+            SvCUR_set(why, SvCUR(why) - 1);
+        sve_set_failure(aTHX_ why);
         sve_report_died(aTHX_ where);
         return NULL;
     }
@@ -525,7 +576,8 @@ sve_impl_usable(pTHX)
 {
     dMY_CXT;
 
-    return PL_phase != PERL_PHASE_DESTRUCT && MY_CXT.impl && SvROK(MY_CXT.impl);
+    return !MY_CXT.destructing && PL_phase != PERL_PHASE_DESTRUCT &&
+        MY_CXT.impl && SvROK(MY_CXT.impl);
 }
 
 static int
@@ -904,6 +956,8 @@ sve_public_update(pTHX_ sve_kind kind, int id, int events_or_ms, const char *fun
 {
     dMY_CXT;
 
+    if (MY_CXT.destructing)
+        return;                 /* a destructor tidying up at exit */
     sve_require_owner(aTHX_ func);
     sve_public_lookup(aTHX_ kind, id, func);
     sve_run_pending(aTHX);
@@ -922,6 +976,8 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
     dMY_CXT;
     int rc;
 
+    if (MY_CXT.destructing)
+        return;                 /* a destructor tidying up at exit */
     sve_require_owner(aTHX_ func);
     sve_public_lookup(aTHX_ kind, id, func);
     sve_run_pending(aTHX);
@@ -965,6 +1021,7 @@ BOOT:
     HV *stash = gv_stashpv("Sys::Virt::Event", GV_ADD);
     MY_CXT_INIT;
     sve_init_cxt(aTHX_ &MY_CXT);
+    call_atexit(sve_destruct, NULL);
     newCONSTSUB(stash, "HANDLE_READABLE", newSViv(VIR_EVENT_HANDLE_READABLE));
     newCONSTSUB(stash, "HANDLE_WRITABLE", newSViv(VIR_EVENT_HANDLE_WRITABLE));
     newCONSTSUB(stash, "HANDLE_ERROR", newSViv(VIR_EVENT_HANDLE_ERROR));
@@ -980,6 +1037,7 @@ CLONE(...)
         MY_CXT_CLONE;
         /* the new interpreter owns nothing of its parent's */
         sve_init_cxt(aTHX_ &MY_CXT);
+        call_atexit(sve_destruct, NULL);
     }
 
 void
