@@ -347,24 +347,41 @@ typedef SV *SveCode;
  * report runs under G_EVAL; if it dies too ($SIG{__WARN__} dying, a
  * broken hook), the message goes straight to stderr.
  */
+/* A copy of a message without its trailing newlines, to print inline. */
+static SV *
+sve_chomped(pTHX_ SV *msg)
+{
+    SV *copy = sv_2mortal(newSVsv(msg));
+    STRLEN len;
+    const char *pv = SvPV(copy, len);
+
+    while (len && pv[len - 1] == '\n')
+        len--;
+    SvCUR_set(copy, len);
+    return copy;
+}
+
 static void
-sve_report(pTHX_ SV *err, SV *where)
+sve_report(pTHX_ SV *err, SV *where, bool died)
 {
     dSP;
 
     ENTER;
     SAVETMPS;
     PUSHMARK(SP);
-    EXTEND(SP, 2);
+    EXTEND(SP, 3);
     PUSHs(err);
     PUSHs(where);
+    PUSHs(died ? &PL_sv_yes : &PL_sv_no);
     PUTBACK;
     call_pv("Sys::Virt::Event::_report_error", G_VOID | G_DISCARD | G_EVAL);
     if (SvTRUE(ERRSV)) {
         PerlIO_printf(PerlIO_stderr(),
-                      "Sys::Virt::Event: %" SVf ": %" SVf
+                      "Sys::Virt::Event: %" SVf "%s: %" SVf
                       " (and reporting it failed: %" SVf ")\n",
-                      SVfARG(where), SVfARG(err), SVfARG(ERRSV));
+                      SVfARG(where), died ? " died" : "",
+                      SVfARG(sve_chomped(aTHX_ err)),
+                      SVfARG(sve_chomped(aTHX_ ERRSV)));
         sv_setpvs(ERRSV, "");
     }
     FREETMPS;
@@ -381,7 +398,7 @@ sve_report_died(pTHX_ SV *where)
         return FALSE;
     err = sv_2mortal(newSVsv(err));
     sv_setpvs(ERRSV, "");
-    sve_report(aTHX_ err, where);
+    sve_report(aTHX_ err, where, TRUE);
     return TRUE;
 }
 
@@ -556,13 +573,9 @@ sve_call_impl(pTHX_ const char *method, SV **args, int nargs)
     PUTBACK;
     if (SvTRUE(ERRSV)) {
         SV *where = sve_where(aTHX_ method);
-        SV *why = sv_2mortal(newSVpvf("%" SVf " died: %" SVf,
-                                      SVfARG(where), SVfARG(ERRSV)));
 
-        /* the public call that croaks on it adds its own location */
-        while (SvCUR(why) && SvPVX(why)[SvCUR(why) - 1] == '\n')
-            SvCUR_set(why, SvCUR(why) - 1);
-        sve_set_failure(aTHX_ why);
+        sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " died: %" SVf, SVfARG(where),
+                                                  SVfARG(sve_chomped(aTHX_ ERRSV)))));
         sve_report_died(aTHX_ where);
         return NULL;
     }
@@ -634,7 +647,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
 
             sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " %" SVf,
                                                       SVfARG(where), SVfARG(why))));
-            sve_report(aTHX_ why, where);
+            sve_report(aTHX_ why, where, FALSE);
         } else if (sve_idmap_get(&MY_CXT.records[kind], (int)iv)) {
             SV *why = sv_2mortal(newSVpvf("returned %s %d, which is already in use",
                                           sve_kind_name[kind], (int)iv));
@@ -642,7 +655,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
 
             sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " %" SVf,
                                                       SVfARG(where), SVfARG(why))));
-            sve_report(aTHX_ why, where);
+            sve_report(aTHX_ why, where, FALSE);
         } else {
             id = (int)iv;
         }

@@ -63,12 +63,18 @@ sub register {
         Carp::croak('Sys::Virt::Event::register: ' . ref($impl)
                     . ' does not implement ' . join(', ', @missing));
     }
-    _register_impl($impl);
+    # the XSUB's own croaks would point here, not at the caller
+    if (!eval { _register_impl($impl); 1 }) {
+        (my $error = $@) =~ s/ at \S+ line \d+\.\n\z//;
+        Carp::croak($error);
+    }
     return;
 }
 
+# Called from C with (error, where, died) when something below a libvirt
+# frame failed; see ERROR HANDLING.
 sub _report_error {
-    my ($error, $where) = @_;
+    my ($error, $where, $died) = @_;
 
     if (defined $DIED) {
         $DIED->($error, $where);
@@ -76,7 +82,7 @@ sub _report_error {
     }
     $error = "$error";
     $error =~ s/\n*\z/\n/;
-    warn "Sys::Virt::Event: $where: $error";
+    warn 'Sys::Virt::Event: ', $where, ($died ? ' died' : ''), ": $error";
     return;
 }
 
