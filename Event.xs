@@ -258,11 +258,10 @@ sve_record_from_sv(pTHX_ SV *sv, sve_role role, int kind,
 /* An integer in [min, max]: a number with no fraction, or a string that
  * is one.  Refuses rather than truncates or wraps. */
 static int
-sve_int_from_sv(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
+sve_int_nomg(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
 {
     IV iv;
 
-    SvGETMAGIC(sv);
     if (SvIOK(sv) && !SvIsUV(sv)) {
         iv = SvIVX(sv);
     } else if (SvOK(sv) && !SvROK(sv) && looks_like_number(sv)) {
@@ -286,6 +285,13 @@ sve_int_from_sv(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
 }
 
 static int
+sve_int_from_sv(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
+{
+    SvGETMAGIC(sv);
+    return sve_int_nomg(aTHX_ sv, min, max, func, arg);
+}
+
+static int
 sve_events_from_sv(pTHX_ SV *sv, const char *func, const char *arg)
 {
     int events = sve_int_from_sv(aTHX_ sv, 0, INT_MAX, func, arg);
@@ -306,13 +312,18 @@ sve_fd_from_sv(pTHX_ SV *sv, const char *func, const char *arg)
     SvGETMAGIC(sv);
     if (isGV_with_GP(sv) || (SvROK(sv) && (isGV_with_GP(SvRV(sv)) ||
                                            SvTYPE(SvRV(sv)) == SVt_PVIO))) {
-        IO *io = sv_2io(sv);
+        /* not sv_2io(): its croak would not name the function */
+        SV *target = SvROK(sv) ? SvRV(sv) : sv;
+        IO *io = SvTYPE(target) == SVt_PVIO ? (IO *)target : GvIO((GV *)target);
 
-        if (!io || !IoIFP(io) || (fd = PerlIO_fileno(IoIFP(io))) < 0)
+        if (!io || !IoIFP(io))
             croak("%s: %s is not an open filehandle", func, arg);
+        if ((fd = PerlIO_fileno(IoIFP(io))) < 0)
+            croak("%s: %s has no file descriptor (an in-memory filehandle?)",
+                  func, arg);
         return fd;
     }
-    fd = sve_int_from_sv(aTHX_ sv, 0, INT_MAX, func, arg);
+    fd = sve_int_nomg(aTHX_ sv, 0, INT_MAX, func, arg);
     if (fcntl(fd, F_GETFD) < 0)
         croak("%s: %s (%d) is not an open file descriptor", func, arg, fd);
     return fd;

@@ -76,7 +76,7 @@ sub register {
 sub _report_error {
     my ($error, $where, $died) = @_;
 
-    if (defined $DIED) {
+    if ((Scalar::Util::reftype($DIED) // '') eq 'CODE') {
         $DIED->($error, $where);
         return;
     }
