@@ -66,35 +66,47 @@ static int sve_warned_foreign;
 
 #define MY_CXT_KEY "Sys::Virt::Event::_guts" XS_VERSION
 
+/* The implementation's methods, resolved once and cached (see
+ * sve_impl_method): one slot per trampoline. */
+typedef enum {
+    SVE_ADD_HANDLE, SVE_UPDATE_HANDLE, SVE_REMOVE_HANDLE,
+    SVE_ADD_TIMEOUT, SVE_UPDATE_TIMEOUT, SVE_REMOVE_TIMEOUT,
+    SVE_N_METHODS
+} sve_method;
+
+static const char *const sve_method_name[SVE_N_METHODS] = {
+    "add_handle", "update_handle", "remove_handle",
+    "add_timeout", "update_timeout", "remove_timeout",
+};
+
+typedef struct {
+    CV *cv;                     /* counted reference, or NULL */
+    HV *stash;                  /* the class it was resolved in */
+    U32 gen;                    /* perl's method cache generation then */
+} sve_method_cache;
+
 typedef struct {
     SV *impl;                   /* the registered object (a reference) */
+    sve_method_cache methods[SVE_N_METHODS];
     int depth;                  /* > 0 while a libvirt C frame is below us */
     sve_record *pending_head;   /* frees waiting for a safe point */
     sve_record *pending_tail;
     sve_idmap records[2];       /* live records by id, per sve_kind */
     sve_idmap publics[2];       /* public watches/timers by id, per sve_kind */
-    HV *stash[4];               /* class of each handle object, per sve_role */
     SV *failure;                /* why the last trampoline returned -1 */
     bool destructing;           /* the interpreter is going away */
+    SV *spare_args[3];          /* argument SVs for public callbacks */
 } my_cxt_t;
 
 START_MY_CXT
 
 static const char *const sve_kind_name[] = { "watch", "timer" };
 static const char *const sve_role_name[] = { "", "callback", "opaque", "free-function" };
-static const char *const sve_role_class[] = {
-    "", "Sys::Virt::Event::Callback", "Sys::Virt::Event::Opaque",
-    "Sys::Virt::Event::FreeFunc",
-};
 
 static void
 sve_init_cxt(pTHX_ my_cxt_t *cxt)
 {
-    int role;
-
     Zero(cxt, 1, my_cxt_t);
-    for (role = SVE_ROLE_CB; role <= SVE_ROLE_FF; role++)
-        cxt->stash[role] = gv_stashpv(sve_role_class[role], GV_ADD);
     cxt->failure = newSVpvs("");
 }
 
@@ -187,8 +199,10 @@ static MGVTBL sve_vtbl = {
     NULL,
 };
 
+/* Unblessed: the magic is what identifies them, and blessing would make
+ * every add and free pay for a class and a DESTROY lookup. */
 static SV *
-sve_handle_object(pTHX_ my_cxt_t *cxt, sve_record *rec, sve_role role)
+sve_handle_object(pTHX_ sve_record *rec, sve_role role)
 {
     SV *obj = newSV_type(SVt_PVMG);
     MAGIC *mg = sv_magicext(obj, NULL, PERL_MAGIC_ext, &sve_vtbl,
@@ -200,9 +214,8 @@ sve_handle_object(pTHX_ my_cxt_t *cxt, sve_record *rec, sve_role role)
     mg->mg_flags |= MGf_DUP;
 #endif
     rec->objects++;
-    ref = newRV_noinc(obj);
-    sv_bless(ref, cxt->stash[role]);
     SvREADONLY_on(obj);
+    ref = newRV_noinc(obj);
     return sv_2mortal(ref);
 }
 
@@ -483,6 +496,14 @@ sve_destruct(pTHX_ void *unused)
 
     PERL_UNUSED_ARG(unused);
     MY_CXT.destructing = TRUE;
+    for (i = 0; i < SVE_N_METHODS; i++) {
+        SvREFCNT_dec(MY_CXT.methods[i].cv);
+        MY_CXT.methods[i].cv = NULL;
+    }
+    for (i = 0; i < 3; i++) {
+        SvREFCNT_dec(MY_CXT.spare_args[i]);
+        MY_CXT.spare_args[i] = NULL;
+    }
     while ((rec = MY_CXT.pending_head)) {
         MY_CXT.pending_head = rec->next_pending;
         rec->free_queued = FALSE;
@@ -558,15 +579,44 @@ sve_set_failure(pTHX_ SV *why)
 }
 
 /*
+ * The implementation's method, looked up by name only when the object's
+ * class or any method cache in perl changed since the last call: the same
+ * test perl applies to its own method caches.  NULL when it has none (or
+ * only an AUTOLOAD): call_method then does the full dance.
+ */
+static CV *
+sve_impl_method(pTHX_ my_cxt_t *cxt, sve_method m)
+{
+    HV *stash = SvSTASH(SvRV(cxt->impl));
+    U32 gen = PL_sub_generation + HvMROMETA(stash)->cache_gen;
+    sve_method_cache *cache = &cxt->methods[m];
+    GV *gv;
+
+    if (cache->cv && cache->stash == stash && cache->gen == gen)
+        return cache->cv;
+    SvREFCNT_dec(cache->cv);
+    cache->cv = NULL;
+    gv = gv_fetchmethod_pvn_flags(stash, sve_method_name[m],
+                                  strlen(sve_method_name[m]), 0);
+    if (!gv || !isGV(gv) || !GvCV(gv))
+        return NULL;
+    cache->cv = (CV *)SvREFCNT_inc_simple_NN((SV *)GvCV(gv));
+    cache->stash = stash;
+    cache->gen = gen;
+    return cache->cv;
+}
+
+/*
  * $impl->METHOD(args) in scalar context under G_EVAL, from inside libvirt.
  * Returns the result (a temporary of the caller's SAVETMPS scope), or NULL
  * when the method died: that has been reported and noted as the failure.
  */
 static SV *
-sve_call_impl(pTHX_ const char *method, SV **args, int nargs)
+sve_call_impl(pTHX_ sve_method m, SV **args, int nargs)
 {
     dMY_CXT;
     dSP;
+    CV *cv = sve_impl_method(aTHX_ &MY_CXT, m);
     SV *ret;
     int i;
 
@@ -577,13 +627,16 @@ sve_call_impl(pTHX_ const char *method, SV **args, int nargs)
         PUSHs(args[i]);
     PUTBACK;
     MY_CXT.depth++;
-    call_method(method, G_SCALAR | G_EVAL);
+    if (cv)
+        call_sv((SV *)cv, G_SCALAR | G_EVAL);
+    else
+        call_method(sve_method_name[m], G_SCALAR | G_EVAL);
     MY_CXT.depth--;
     SPAGAIN;
     ret = POPs;
     PUTBACK;
     if (SvTRUE(ERRSV)) {
-        SV *where = sve_where(aTHX_ method);
+        SV *where = sve_where(aTHX_ sve_method_name[m]);
 
         sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " died: %" SVf, SVfARG(where),
                                                   SVfARG(sve_chomped(aTHX_ ERRSV)))));
@@ -609,7 +662,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
         void *opaque, virFreeCallback ff)
 {
     dMY_CXT;
-    const char *method = kind == SVE_KIND_HANDLE ? "add_handle" : "add_timeout";
+    sve_method method = kind == SVE_KIND_HANDLE ? SVE_ADD_HANDLE : SVE_ADD_TIMEOUT;
     sve_record *rec;
     SV *args[5];
     int nargs = 0;
@@ -636,9 +689,9 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
     if (kind == SVE_KIND_HANDLE)
         args[nargs++] = sv_2mortal(newSViv(fd));
     args[nargs++] = sv_2mortal(newSViv(events_or_ms));
-    args[nargs++] = sve_handle_object(aTHX_ &MY_CXT, rec, SVE_ROLE_CB);
-    args[nargs++] = sve_handle_object(aTHX_ &MY_CXT, rec, SVE_ROLE_OPAQUE);
-    args[nargs++] = sve_handle_object(aTHX_ &MY_CXT, rec, SVE_ROLE_FF);
+    args[nargs++] = sve_handle_object(aTHX_ rec, SVE_ROLE_CB);
+    args[nargs++] = sve_handle_object(aTHX_ rec, SVE_ROLE_OPAQUE);
+    args[nargs++] = sve_handle_object(aTHX_ rec, SVE_ROLE_FF);
 
     ret = sve_call_impl(aTHX_ method, args, nargs);
     if (ret) {
@@ -654,7 +707,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
             SV *why = sv_2mortal(newSVpvf("returned '%" SVf "', not a positive %s id",
                                           SVfARG(SvOK(ret) ? ret : sv_2mortal(newSVpvs("undef"))),
                                           sve_kind_name[kind]));
-            SV *where = sve_where(aTHX_ method);
+            SV *where = sve_where(aTHX_ sve_method_name[method]);
 
             sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " %" SVf,
                                                       SVfARG(where), SVfARG(why))));
@@ -662,7 +715,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
         } else if (sve_idmap_get(&MY_CXT.records[kind], (int)iv)) {
             SV *why = sv_2mortal(newSVpvf("returned %s %d, which is already in use",
                                           sve_kind_name[kind], (int)iv));
-            SV *where = sve_where(aTHX_ method);
+            SV *where = sve_where(aTHX_ sve_method_name[method]);
 
             sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " %" SVf,
                                                       SVfARG(where), SVfARG(why))));
@@ -708,7 +761,7 @@ sve_update(pTHX_ sve_kind kind, int id, int events_or_ms)
     SAVETMPS;
     args[0] = sv_2mortal(newSViv(id));
     args[1] = sv_2mortal(newSViv(events_or_ms));
-    sve_call_impl(aTHX_ kind == SVE_KIND_HANDLE ? "update_handle" : "update_timeout",
+    sve_call_impl(aTHX_ kind == SVE_KIND_HANDLE ? SVE_UPDATE_HANDLE : SVE_UPDATE_TIMEOUT,
                   args, 2);
     FREETMPS;
     LEAVE;
@@ -739,13 +792,14 @@ sve_remove(pTHX_ sve_kind kind, int id)
         ENTER;
         SAVETMPS;
         args[0] = sv_2mortal(newSViv(id));
-        ret = sve_call_impl(aTHX_ kind == SVE_KIND_HANDLE ? "remove_handle" : "remove_timeout",
-                            args, 1);
+        sve_method method = kind == SVE_KIND_HANDLE ? SVE_REMOVE_HANDLE : SVE_REMOVE_TIMEOUT;
+
+        ret = sve_call_impl(aTHX_ method, args, 1);
         if (!ret) {
             result = -1;
         } else if (SvOK(ret) && !SvROK(ret) && looks_like_number(ret) && SvNV(ret) < 0) {
             sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " returned %" SVf,
-                                                      SVfARG(sve_where(aTHX_ kind == SVE_KIND_HANDLE ? "remove_handle" : "remove_timeout")),
+                                                      SVfARG(sve_where(aTHX_ sve_method_name[method])),
                                                       SVfARG(ret))));
             result = -1;
         }
@@ -832,49 +886,74 @@ typedef struct {
 # define SVE_PUBLIC_ENTER(pub, what, fail)
 #endif
 
+/*
+ * Calls the coderef with up to three integers.  This is the hot path of
+ * every dispatch, so the argument SVs are recycled: one is taken out of
+ * the spare slots while in use (a nested dispatch gets its own) and put
+ * back only if the callback kept no reference to it and left it a plain
+ * integer.  call_sv with G_DISCARD frees the callback's temporaries.
+ */
 static void
-sve_public_call(pTHX_ sve_public *pub, SV **args, int nargs)
+sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2)
 {
+    dMY_CXT;
     dSP;
+    const int vals[3] = { a0, a1, a2 };
+    SV *args[3];
     int i;
 
-    ENTER;
-    SAVETMPS;
+    for (i = 0; i < nargs; i++) {
+        SV *sv = MY_CXT.spare_args[i];
+
+        if (sv) {
+            MY_CXT.spare_args[i] = NULL;
+            SvIV_set(sv, vals[i]);
+        } else {
+            sv = newSViv(vals[i]);
+        }
+        args[i] = sv;
+    }
     PUSHMARK(SP);
     EXTEND(SP, nargs);
     for (i = 0; i < nargs; i++)
         PUSHs(args[i]);
     PUTBACK;
     call_sv(pub->code, G_VOID | G_DISCARD | G_EVAL);
-    if (SvTRUE(ERRSV))
+    for (i = 0; i < nargs; i++) {
+        SV *sv = args[i];
+
+        if (!MY_CXT.spare_args[i] && SvREFCNT(sv) == 1 &&
+            SvTYPE(sv) == SVt_IV && (SvFLAGS(sv) & ~SVTYPEMASK) == (SVf_IOK | SVp_IOK))
+            MY_CXT.spare_args[i] = sv;
+        else
+            SvREFCNT_dec(sv);
+    }
+    if (SvTRUE(ERRSV)) {
+        ENTER;
+        SAVETMPS;
         sve_report_died(aTHX_ sv_2mortal(newSVpvf("callback of %s %d",
                                                   sve_kind_name[pub->kind], pub->id)));
-    FREETMPS;
-    LEAVE;
+        FREETMPS;
+        LEAVE;
+    }
 }
 
 static void
 sve_public_handle_cb(int watch, int fd, int events, void *opaque)
 {
     sve_public *pub = (sve_public *)opaque;
-    SV *args[3];
     SVE_PUBLIC_ENTER(pub, "a watch callback", return);
 
-    args[0] = sv_2mortal(newSViv(watch));
-    args[1] = sv_2mortal(newSViv(fd));
-    args[2] = sv_2mortal(newSViv(events));
-    sve_public_call(aTHX_ pub, args, 3);
+    sve_public_call(aTHX_ pub, 3, watch, fd, events);
 }
 
 static void
 sve_public_timeout_cb(int timer, void *opaque)
 {
     sve_public *pub = (sve_public *)opaque;
-    SV *args[1];
     SVE_PUBLIC_ENTER(pub, "a timer callback", return);
 
-    args[0] = sv_2mortal(newSViv(timer));
-    sve_public_call(aTHX_ pub, args, 1);
+    sve_public_call(aTHX_ pub, 1, timer, 0, 0);
 }
 
 static void
@@ -1020,18 +1099,26 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
         croak("%s: %s", func, sve_failure_reason(aTHX));
 }
 
-/* Shared by both dispatch XSUBs: call libvirt's callback with a libvirt
- * frame counted on the stack, then run frees that became due.  The save
- * stack restores the depth if a Perl callback below libvirt dies. */
-#define SVE_DISPATCH(call) STMT_START {                         \
+/* Shared by both dispatch XSUBs: call the record's callback with a
+ * libvirt frame counted on the stack, then run frees that became due.
+ * libvirt's own callbacks may call Perl code that dies without an eval
+ * (Sys::Virt's event callbacks do), so for them the save stack restores
+ * the depth; our public callbacks never let an exception out. */
+#define SVE_DISPATCH(ours, call) STMT_START {                   \
         dMY_CXT;                                                \
         if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
             sve_run_pending(aTHX);                              \
-        ENTER;                                                  \
-        SAVEINT(MY_CXT.depth);                                  \
-        MY_CXT.depth++;                                         \
-        call;                                                   \
-        LEAVE;                                                  \
+        if (ours) {                                             \
+            MY_CXT.depth++;                                     \
+            call;                                               \
+            MY_CXT.depth--;                                     \
+        } else {                                                \
+            ENTER;                                              \
+            SAVEINT(MY_CXT.depth);                              \
+            MY_CXT.depth++;                                     \
+            call;                                               \
+            LEAVE;                                              \
+        }                                                       \
         if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
             sve_run_pending(aTHX);                              \
     } STMT_END
@@ -1156,7 +1243,8 @@ _run_handle_callback(self, watch, fd, events, cb, opaque)
     if (fd != cb->fd)
         croak("Sys::Virt::Event::_run_handle_callback: $fd is %d but "
               "watch %d is on fd %d", fd, cb->id, cb->fd);
-    SVE_DISPATCH(cb->cb.handle(watch, fd, events, cb->opaque));
+    SVE_DISPATCH(cb->cb.handle == sve_public_handle_cb,
+                 cb->cb.handle(watch, fd, events, cb->opaque));
 
 void
 _run_timeout_callback(self, timer, cb, opaque)
@@ -1174,7 +1262,8 @@ _run_timeout_callback(self, timer, cb, opaque)
     if (timer != cb->id)
         croak("Sys::Virt::Event::_run_timeout_callback: $timer is %d but "
               "$cb belongs to timer %d", timer, cb->id);
-    SVE_DISPATCH(cb->cb.timeout(timer, cb->opaque));
+    SVE_DISPATCH(cb->cb.timeout == sve_public_timeout_cb,
+                 cb->cb.timeout(timer, cb->opaque));
 
 void
 _free_callback_opaque(self, ff, opaque)
