@@ -116,19 +116,20 @@ sve_init_cxt(pTHX_ my_cxt_t *cxt)
 
 /*
  * One record per add_handle/add_timeout that libvirt made through the Perl
- * implementation.  The implementation receives three Perl objects ($cb,
- * $opaque, $ff) that point at the record through ext magic with our own
- * vtable; that vtable, not a class name, is what identifies them.
+ * implementation.  The implementation receives three references ($cb,
+ * $opaque, $ff) that lead to one anchor SV, which points at the record
+ * through ext magic with our own vtable: that vtable, not a class name,
+ * is what identifies them.
  *
- * A record stays allocated while any of these holds it: a Perl object,
- * the id map (it is live), the pending-free queue.  So a stale object
- * always points at valid memory and is recognised as removed.
+ * A record stays allocated while any of these holds it: the anchor, the
+ * id map (it is live), the pending-free queue.  So a stale handle always
+ * points at valid memory and is recognised as removed.
  */
 struct sve_record {
     sve_kind kind;
     int id;                     /* 0 until the implementation's add returned */
     int fd;                     /* watches only */
-    unsigned objects;           /* Perl objects pointing here */
+    unsigned objects;           /* anchors (and holds) pointing here */
     bool live;                  /* in MY_CXT.records */
     bool removed;               /* libvirt removed it or the add failed */
     bool free_queued;           /* in the pending-free queue */
@@ -199,34 +200,50 @@ static MGVTBL sve_vtbl = {
     NULL,
 };
 
-/* Unblessed: the magic is what identifies them, and blessing would make
- * every add and free pay for a class and a DESTROY lookup. */
-static SV *
-sve_handle_object(pTHX_ sve_record *rec, sve_role role)
+/*
+ * The three handles of a record, as mortal references.  They share one
+ * anchor SV carrying the magic (one allocation of each kind instead of
+ * three, on the path of every add), and a handle's role is the number of
+ * references between it and the anchor: $cb -> anchor, $opaque -> link
+ * -> anchor, $ff -> link -> link -> anchor.  The links are read-only, so
+ * a chain built in Perl (\$cb) is not taken for a handle.  Unblessed:
+ * blessing would make every add and free pay for a DESTROY lookup.
+ */
+static void
+sve_handle_objects(pTHX_ sve_record *rec, SV **handles)
 {
-    SV *obj = newSV_type(SVt_PVMG);
-    MAGIC *mg = sv_magicext(obj, NULL, PERL_MAGIC_ext, &sve_vtbl,
+    SV *anchor = newSV_type(SVt_PVMG);
+    MAGIC *mg = sv_magicext(anchor, NULL, PERL_MAGIC_ext, &sve_vtbl,
                             (const char *)rec, 0);
-    SV *ref;
+    int role, depth;
 
-    mg->mg_private = role;
 #ifdef USE_ITHREADS
     mg->mg_flags |= MGf_DUP;
+#else
+    PERL_UNUSED_VAR(mg);
 #endif
+    SvREADONLY_on(anchor);
     rec->objects++;
-    SvREADONLY_on(obj);
-    ref = newRV_noinc(obj);
-    return sv_2mortal(ref);
+    for (role = SVE_ROLE_CB; role <= SVE_ROLE_FF; role++) {
+        SV *link = SvREFCNT_inc_simple_NN(anchor);
+
+        for (depth = SVE_ROLE_CB; depth < role; depth++) {
+            link = newRV_noinc(link);
+            SvREADONLY_on(link);
+        }
+        handles[role - SVE_ROLE_CB] = sv_2mortal(newRV_noinc(link));
+    }
+    SvREFCNT_dec(anchor);       /* the three chains hold it now */
 }
 
 static MAGIC *
-sve_find_magic(SV *sv)
+sve_anchor_magic(SV *sv)
 {
     MAGIC *mg;
 
-    if (!SvROK(sv) || SvTYPE(SvRV(sv)) < SVt_PVMG)
+    if (SvTYPE(sv) < SVt_PVMG)
         return NULL;
-    for (mg = SvMAGIC(SvRV(sv)); mg; mg = mg->mg_moremagic) {
+    for (mg = SvMAGIC(sv); mg; mg = mg->mg_moremagic) {
         if (mg->mg_type == PERL_MAGIC_ext && mg->mg_virtual == &sve_vtbl)
             return mg;
     }
@@ -234,29 +251,35 @@ sve_find_magic(SV *sv)
 }
 
 /*
- * The record behind a handle object, after checking that the object is
- * one of ours, of the expected role and kind.  Anything else croaks
- * without touching what the value points at.
+ * The record behind a handle, after checking that the handle is one of
+ * ours, of the expected role and kind.  Anything else croaks without
+ * touching what the value points at.
  */
 static sve_record *
 sve_record_from_sv(pTHX_ SV *sv, sve_role role, int kind,
                    const char *func, const char *arg)
 {
-    MAGIC *mg;
+    MAGIC *mg = NULL;
     sve_record *rec;
+    int depth = 0;
 
     SvGETMAGIC(sv);
-    mg = sve_find_magic(sv);
+    while (SvROK(sv) && depth < SVE_ROLE_FF) {
+        sv = SvRV(sv);
+        depth++;
+        if ((mg = sve_anchor_magic(sv)) || !SvREADONLY(sv))
+            break;
+    }
     if (!mg)
         croak("%s: %s is not a %s handle created by Sys::Virt::Event",
               func, arg, sve_role_name[role]);
     rec = (sve_record *)mg->mg_ptr;
     if (!rec)
         croak("%s: %s belongs to another thread's event loop", func, arg);
-    if (mg->mg_private != role)
+    if (depth != (int)role)
         croak("%s: %s is a%s %s handle, not a %s handle%s", func, arg,
-              mg->mg_private == SVE_ROLE_OPAQUE ? "n" : "",
-              sve_role_name[mg->mg_private], sve_role_name[role],
+              depth == SVE_ROLE_OPAQUE ? "n" : "",
+              sve_role_name[depth], sve_role_name[role],
               " (are the arguments in the wrong order?)");
     if (kind >= 0 && rec->kind != (sve_kind)kind)
         croak("%s: %s belongs to a %s, not a %s", func, arg,
@@ -689,15 +712,18 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
     if (kind == SVE_KIND_HANDLE)
         args[nargs++] = sv_2mortal(newSViv(fd));
     args[nargs++] = sv_2mortal(newSViv(events_or_ms));
-    args[nargs++] = sve_handle_object(aTHX_ rec, SVE_ROLE_CB);
-    args[nargs++] = sve_handle_object(aTHX_ rec, SVE_ROLE_OPAQUE);
-    args[nargs++] = sve_handle_object(aTHX_ rec, SVE_ROLE_FF);
+    sve_handle_objects(aTHX_ rec, &args[nargs]);
+    nargs += 3;
 
     ret = sve_call_impl(aTHX_ method, args, nargs);
     if (ret) {
         IV iv = 0;
 
-        if (SvOK(ret) && !SvROK(ret) && looks_like_number(ret)) {
+        if (SvIOK(ret) && !SvIsUV(ret)) {
+            iv = SvIVX(ret);    /* the usual answer: a plain integer */
+            if (iv > INT_MAX)
+                iv = 0;
+        } else if (SvOK(ret) && !SvROK(ret) && looks_like_number(ret)) {
             NV nv = SvNV(ret);
 
             if (nv >= 1 && nv <= INT_MAX && nv == (NV)(IV)nv)
@@ -1032,7 +1058,7 @@ sve_public_add(pTHX_ sve_kind kind, int fd, int events_or_ms, SV *code,
 #ifdef MULTIPLICITY
     pub->perl = aTHX;
 #endif
-    sv_setpvs(MY_CXT.failure, "");
+    SvCUR_set(MY_CXT.failure, 0);
     virResetLastError();
     MY_CXT.depth++;
     if (kind == SVE_KIND_HANDLE)
@@ -1086,7 +1112,7 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
     sve_run_pending(aTHX);
     /* forget it first: its free function may run before libvirt returns */
     sve_idmap_delete(&MY_CXT.publics[kind], id);
-    sv_setpvs(MY_CXT.failure, "");
+    SvCUR_set(MY_CXT.failure, 0);
     virResetLastError();
     MY_CXT.depth++;
     if (kind == SVE_KIND_HANDLE)
