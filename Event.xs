@@ -1311,16 +1311,18 @@ _free_callback_opaque(self, ff, opaque)
     sve_run_pending(aTHX);
 
 void
-_run_pending_frees()
+_run_pending_frees(...)
   CODE:
+    PERL_UNUSED_VAR(items);     /* a function, or a method of the loop */
     sve_run_pending(aTHX);
 
 int
-_pending_frees()
+_pending_frees(...)
   PREINIT:
     dMY_CXT;
     sve_record *rec;
   CODE:
+    PERL_UNUSED_VAR(items);
     RETVAL = 0;
     for (rec = MY_CXT.pending_head; rec; rec = rec->next_pending)
         RETVAL++;

@@ -155,8 +155,8 @@ SKIP: {
     ok($loop->idle, 'closing the connection removed it');
     is(Sys::Virt::Event::_pending_frees(), 1,
        'its free, requested inside remove_timeout, waits in the queue');
-    Sys::Virt::Event::_run_pending_frees();
-    is(Sys::Virt::Event::_pending_frees(), 0, 'and runs at the next safe point');
+    $loop->_run_pending_frees;
+    is($loop->_pending_frees, 0, 'the loop can run it from its top level');
 }
 
 ok($loop->idle, 'nothing is left registered');

@@ -246,6 +246,21 @@ call from the program's top level.  Calling it for a watch that is still
 registered croaks.  If an implementation drops all of a removed watch's
 handles without calling it, the free is queued the same way.
 
+=head2 $self->_run_pending_frees()
+
+Run the frees that were requested while libvirt was below on the stack
+and are still queued.  They run by themselves at the next dispatch or
+public call; a loop that may go idle for long (for instance once a
+connection is closed, when libvirt removes its watches from inside
+C<virConnectClose>) can call this at the end of each iteration, from its
+top level.  Inside a dispatch or a libvirt call it does nothing.  Also
+callable as a function.
+
+=head2 $self->_pending_frees()
+
+The number of frees waiting in that queue: for tests and for loops that
+want to know whether they are idle.
+
 =head2 my $watch = Sys::Virt::Event::add_handle($fd, $events, $coderef)
 
 Adds a watch on the file descriptor C<$fd> (a descriptor number or a Perl
