@@ -503,9 +503,11 @@ sve_run_pending(pTHX)
 }
 
 /*
- * Interpreter teardown (registered with call_atexit, so it runs after END
- * blocks and before objects are destroyed).  What is still registered
- * stays with libvirt; our bookkeeping is released, and from here on the
+ * Interpreter teardown, registered with call_atexit: perl runs it in
+ * global destruction, after the objects' DESTROY methods (which find the
+ * trampolines refusing to call the implementation, see sve_impl_usable)
+ * and before the remaining SVs are freed.  What is still registered stays
+ * with libvirt; our bookkeeping is released, and from here on the
  * trampolines find nothing and the public calls do nothing.  Free
  * functions do not run: libvirt may still hold what they would free.
  */

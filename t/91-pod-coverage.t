@@ -12,4 +12,8 @@ Test::Pod::Coverage::pod_coverage_ok('Sys::Virt::Event');
 Test::Pod::Coverage::pod_coverage_ok('Sys::Virt::EventImpl', {
     trustme => [qr/^(?:add|update|remove)_(?:handle|timeout)$/],
 });
+SKIP: {
+    skip 'AnyEvent is not installed', 1 unless eval { require AnyEvent; 1 };
+    Test::Pod::Coverage::pod_coverage_ok('Sys::Virt::Event::AnyEvent');
+}
 done_testing;
