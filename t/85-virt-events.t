@@ -1,0 +1,299 @@
+use strict;
+use warnings;
+
+# bin/virt-events, run as a program: the demonstration prints the four
+# lifecycle events of test:///default in order, as text and as JSON, with
+# each event loop; --count, --timeout, SIGINT and SIGTERM end it with the
+# documented exit status; bad usage and a bad URI fail with a message on
+# standard error; and, when libvirtd is installed, events and the close of
+# the connection arrive from a real daemon.
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use File::Temp ();
+use JSON::PP ();
+use POSIX ();
+use Test::More;
+use Time::HiRes ();
+use TestUtil qw(have_sys_virt);
+
+BEGIN {
+    plan skip_all => 'Sys::Virt is not installed' unless have_sys_virt();
+}
+
+use Sys::Virt;
+
+my $SCRIPT = "$FindBin::Bin/../bin/virt-events";
+my $TMP = File::Temp::tempdir(CLEANUP => 1);
+my $LIMIT = 30;    # seconds any one run may take before it is killed
+my @PERL = ($^X, map { "-I$_" } grep { !ref } @INC);
+
+$SIG{PIPE} = 'IGNORE';
+
+# ---- running the script --------------------------------------------------
+
+my $runs = 0;
+
+# Start the script with @args, its output going to files; with a first
+# argument { reader_gone => 1 }, its stdout is a pipe nobody reads.
+sub start_script {
+    my $how = ref $_[0] ? shift : {};
+    my (@args) = @_;
+    $runs++;
+    my %run = (args => "@args", out => "$TMP/out$runs", err => "$TMP/err$runs");
+    pipe(my $r, my $w) or die "pipe: $!";
+    $run{pid} = fork // die "fork: $!";
+    if ($run{pid} == 0) {
+        close $r;
+        open STDIN, '<', '/dev/null' or POSIX::_exit(98);
+        if ($how->{reader_gone}) {
+            open STDOUT, '>&', $w or POSIX::_exit(98);
+        } else {
+            open STDOUT, '>', $run{out} or POSIX::_exit(98);
+        }
+        open STDERR, '>', $run{err} or POSIX::_exit(98);
+        exec(@PERL, $SCRIPT, @args) or POSIX::_exit(99);
+    }
+    close $r;
+    close $w;
+    return \%run;
+}
+
+sub slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
+# Wait (at most $LIMIT seconds, then kill it) for the script to exit, and
+# add its exit status, signal, stdout lines and stderr to the run.
+sub finish_script {
+    my ($run) = @_;
+    my $deadline = Time::HiRes::time() + $LIMIT;
+    while (waitpid($run->{pid}, POSIX::WNOHANG()) == 0) {
+        if (Time::HiRes::time() > $deadline) {
+            kill 'KILL', $run->{pid};
+            waitpid($run->{pid}, 0);
+            $run->{timed_out} = 1;
+            last;
+        }
+        Time::HiRes::sleep(0.02);
+    }
+    my $status = $?;
+    $run->{exit} = ($status & 127) ? undef : $status >> 8;
+    $run->{signal} = $status & 127;
+    $run->{lines} = [split /\n/, slurp($run->{out})];
+    $run->{stderr} = slurp($run->{err});
+    return $run;
+}
+
+sub run_script { return finish_script(start_script(@_)) }
+
+# Wait (bounded) until the file's text matches $re.
+sub wait_for {
+    my ($file, $re, $seconds) = @_;
+    my $deadline = Time::HiRes::time() + $seconds;
+    until (slurp($file) =~ $re) {
+        return 0 if Time::HiRes::time() > $deadline;
+        Time::HiRes::sleep(0.02);
+    }
+    return 1;
+}
+
+# The exit status is as expected; if not, show what the script said.
+sub exits_with {
+    my ($run, $want, $name) = @_;
+    is($run->{exit}, $want, $name)
+        or diag("virt-events $run->{args}: ",
+                $run->{timed_out} ? "killed after $LIMIT seconds, " : '',
+                "signal $run->{signal}\nstderr: $run->{stderr}",
+                "stdout:\n", map { "  $_\n" } @{$run->{lines}});
+    return;
+}
+
+# ---- what the demonstration prints --------------------------------------
+
+my @DEMO = (
+    [stopped => 'destroyed', Sys::Virt::Domain::EVENT_STOPPED(),
+     Sys::Virt::Domain::EVENT_STOPPED_DESTROYED()],
+    [started => 'booted', Sys::Virt::Domain::EVENT_STARTED(),
+     Sys::Virt::Domain::EVENT_STARTED_BOOTED()],
+    [suspended => 'paused', Sys::Virt::Domain::EVENT_SUSPENDED(),
+     Sys::Virt::Domain::EVENT_SUSPENDED_PAUSED()],
+    [resumed => 'unpaused', Sys::Virt::Domain::EVENT_RESUMED(),
+     Sys::Virt::Domain::EVENT_RESUMED_UNPAUSED()],
+);
+my $TIME = qr/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/;
+my @JSON_KEYS = sort qw(time uri type domain event event_code detail detail_code);
+
+# The lines are the first @DEMO events, in text form, in order.
+sub text_demo_ok {
+    my ($lines, $n, $name) = @_;
+    my @want = map { "$_->[0] $_->[1]" } @DEMO[0 .. $n - 1];
+    my @bad = grep { $lines->[$_] !~ /\A$TIME test lifecycle \S+ \S+\z/ }
+        0 .. $#$lines;
+    is_deeply(\@bad, [], "$name: each line is 'time domain lifecycle event detail'");
+    my @got = map { /\A\S+ test lifecycle (\S+ \S+)\z/ ? $1 : $_ } @$lines;
+    is_deeply(\@got, \@want, "$name: the events and details, in order");
+    return;
+}
+
+# The lines are the first @DEMO events, as JSON objects, in order.
+sub json_demo_ok {
+    my ($lines, $n, $name) = @_;
+    my @records = map { eval { JSON::PP->new->decode($_) } } @$lines;
+    is(scalar @records, scalar @$lines, "$name: every line is a JSON object")
+        or return;
+    is_deeply([map { [sort keys %$_] } @records], [map { \@JSON_KEYS } 1 .. $n],
+              "$name: each has exactly the stable keys");
+    is_deeply([map { [@$_{qw(event detail event_code detail_code)}] } @records],
+              [map { [@$_] } @DEMO[0 .. $n - 1]],
+              "$name: event and detail names and codes, in order");
+    my @other = grep {
+        $_->{type} ne 'lifecycle' || $_->{uri} ne 'test:///default'
+            || $_->{domain} ne 'test' || $_->{time} !~ /\A$TIME\z/
+    } @records;
+    is_deeply(\@other, [], "$name: type, uri, domain and time");
+    return;
+}
+
+# ---- each event loop -----------------------------------------------------
+
+my $have_anyevent = eval {
+    require AnyEvent;
+    require Sys::Virt::Event::AnyEvent;
+    1;
+};
+my $no_anyevent = $@ =~ /\ACan't locate (\S+)/ ? "$1 is not installed"
+                : "AnyEvent or Sys::Virt::Event::AnyEvent does not load";
+
+for my $loop (qw(default anyevent)) {
+    SKIP: {
+        skip("--loop anyevent: $no_anyevent", 1)
+            if $loop eq 'anyevent' && !$have_anyevent;
+        subtest("--loop $loop" => sub { loop_tests($loop) });
+    }
+}
+
+sub loop_tests {
+    my ($loop) = @_;
+    my @loop = ('--loop', $loop);
+
+    my $run = run_script(@loop, '--demo');
+    exits_with($run, 0, '--demo exits 0');
+    is(scalar @{$run->{lines}}, 4, '--demo prints 4 lines');
+    text_demo_ok($run->{lines}, 4, '--demo');
+    like($run->{stderr}, qr/watching test:\/\/\/default with the $loop/,
+         'progress goes to stderr, naming the loop');
+
+    $run = run_script(@loop, '--demo', '--json');
+    exits_with($run, 0, '--demo --json exits 0');
+    is(scalar @{$run->{lines}}, 4, '--demo --json prints 4 lines');
+    json_demo_ok($run->{lines}, 4, '--demo --json');
+
+    $run = run_script(@loop, '--demo', '--count', 2);
+    exits_with($run, 0, '--demo --count 2 exits 0');
+    is(scalar @{$run->{lines}}, 2, 'after 2 lines');
+    text_demo_ok($run->{lines}, 2, '--demo --count 2');
+
+    $run = run_script({ reader_gone => 1 }, @loop, '--demo');
+    exits_with($run, 0, 'a reader that closed the output: exits 0');
+    unlike($run->{stderr}, qr/cannot write|demo: resume/,
+           'quietly, without going on with the demo');
+
+    $run = run_script(@loop, qw(--uri test:///default --timeout 0.5));
+    exits_with($run, 0, '--timeout without --count: exits 0 when the time is up');
+    is_deeply($run->{lines}, [], 'having printed nothing (nothing happened)');
+
+    $run = run_script(@loop, qw(--uri test:///default --timeout 0.5 --count 1));
+    exits_with($run, 3, '--timeout before --count events: exits 3');
+    like($run->{stderr}, qr/timed out.*0 of 1 event/, 'saying so on stderr');
+
+    for my $sig (qw(INT TERM)) {
+        $run = start_script(@loop, qw(--uri test:///default --timeout), $LIMIT);
+        ok(wait_for($run->{err}, qr/watching/, $LIMIT), "SIG$sig: the watch is set up");
+        kill $sig, $run->{pid};
+        finish_script($run);
+        exits_with($run, 128 + POSIX->can("SIG$sig")->(),
+                   "SIG$sig: exits with 128 + the signal number");
+        like($run->{stderr}, qr/SIG$sig: stopping\n\z/,
+             "SIG$sig: says so on stderr, and nothing after");
+    }
+
+    daemon_tests($loop);
+    return;
+}
+
+# ---- usage and errors ------------------------------------------------------
+
+my $run = run_script('--help');
+exits_with($run, 0, '--help exits 0');
+my $usage = join "\n", @{$run->{lines}};
+like($usage, qr/Usage:.*virt-events/s, '--help prints the usage on stdout');
+like($usage, qr/--timeout.*--demo/s, 'and the options');
+is($run->{stderr}, '', 'and nothing on stderr');
+
+for my $bad (['--no-such-option'], [qw(--count 0)], [qw(--count x)],
+             [qw(--timeout -1)], [qw(--loop select)], [qw(--demo --uri test:///default)],
+             ['stray']) {
+    $run = run_script(@$bad);
+    exits_with($run, 2, "bad usage '@$bad' exits 2");
+    like($run->{stderr}, qr/\Avirt-events: .+\n.*Usage:/s,
+         'with a message and the synopsis on stderr');
+    is_deeply($run->{lines}, [], 'and nothing on stdout');
+}
+
+for my $loop (qw(default anyevent)) {
+    next if $loop eq 'anyevent' && !$have_anyevent;
+    $run = run_script('--loop', $loop, '--uri', 'no-such-driver:///nowhere',
+                      '--timeout', 5);
+    exits_with($run, 1, "--loop $loop: a URI libvirt cannot open exits 1");
+    like($run->{stderr}, qr/cannot connect to no-such-driver:\/\/\/nowhere: \S/,
+         'with libvirt\'s reason on stderr');
+    is_deeply($run->{lines}, [], 'and nothing on stdout');
+}
+
+# ---- a real daemon ---------------------------------------------------------
+
+# Events from libvirtd's test driver over its socket, then the daemon is
+# stopped: a close line, and exit status 1.
+sub daemon_tests {
+    my ($loop) = @_;
+    my $why = eval { require PrivateLibvirtd; PrivateLibvirtd::unavailable() }
+        // ($@ ? "PrivateLibvirtd does not load: $@" : undef);
+    SKIP: {
+        skip("no private libvirtd: $why", 1) if $why;
+        my $daemon = eval { PrivateLibvirtd->start }
+            or skip("libvirtd does not start: $@", 1);
+        my $run = start_script('--loop', $loop, '--json', '--uri', $daemon->uri,
+                               '--timeout', $LIMIT);
+        ok(wait_for($run->{err}, qr/watching/, $LIMIT), 'daemon: the watch is set up');
+        # a second client: the daemon's test driver is shared
+        my $conn = Sys::Virt->new(uri => $daemon->uri);
+        $conn->get_domain_by_name('test')->destroy;
+        $conn->define_domain("<domain type='test'><name>caf\xc3\xa9</name>"
+                             . '<memory>8192</memory><os><type>hvm</type></os></domain>');
+        undef $conn;
+        ok(wait_for($run->{out}, qr/\n.*\n/, $LIMIT), 'daemon: two event lines arrive');
+        ok($daemon->stop, 'daemon: the daemon is stopped');
+        finish_script($run);
+        exits_with($run, 1, 'daemon: once the daemon is gone, exit 1');
+        my @records = map { eval { JSON::PP->new->decode($_) } } @{$run->{lines}};
+        is(scalar @records, 3, 'daemon: three JSON lines') or return;
+        is_deeply([map { [@$_{qw(type domain event detail)}] } @records[0, 1]],
+                  [[qw(lifecycle test stopped destroyed)],
+                   [lifecycle => "caf\x{e9}", qw(defined added)]],
+                  'daemon: the destroy and define events, a UTF-8 name as characters');
+        is($records[2]{type}, 'close', 'daemon: then the close of the connection');
+        is($records[2]{reason}, 'eof',
+           'with the reason: end of file (both loops report the hangup)');
+        is_deeply([sort keys %{$records[2]}],
+                  [sort qw(time uri type reason reason_code)], 'and the stable keys');
+        like($run->{stderr}, qr/connection .* was closed/, 'saying so on stderr');
+    }
+    return;
+}
+
+done_testing;
