@@ -89,13 +89,13 @@ typedef struct {
     SV *impl;                   /* the registered object (a reference) */
     sve_method_cache methods[SVE_N_METHODS];
     int depth;                  /* > 0 while a libvirt C frame is below us */
+    int trampolines;            /* > 0 while libvirt is calling the loop */
     sve_record *pending_head;   /* frees waiting for a safe point */
     sve_record *pending_tail;
     sve_idmap records[2];       /* live records by id, per sve_kind */
     sve_idmap publics[2];       /* public watches/timers by id, per sve_kind */
     SV *failure;                /* why the last trampoline returned -1 */
     bool destructing;           /* the interpreter is going away */
-    SV *spare_args[3];          /* argument SVs for public callbacks */
 } my_cxt_t;
 
 START_MY_CXT
@@ -385,68 +385,117 @@ typedef sve_record *SveFreeFunc;
 typedef SV *SveCode;
 
 /* ------------------------------------------------------------------ */
-/* 4. reporting errors                                                 */
+/* 4. calling into Perl, and reporting errors                          */
 /* ------------------------------------------------------------------ */
 
 /*
- * Hands an error to Sys::Virt::Event::_report_error (the $DIED hook, or a
- * warning).  Everything here may run below a libvirt C frame, so even the
- * report runs under G_EVAL; if it dies too ($SIG{__WARN__} dying, a
- * broken hook), the message goes straight to stderr.
+ * Whether $@ holds an exception, without calling the overloading of an
+ * exception object: that could die too, outside any eval.
  */
-/* A copy of a message without its trailing newlines, to print inline. */
-static SV *
-sve_chomped(pTHX_ SV *msg)
-{
-    SV *copy = sv_2mortal(newSVsv(msg));
-    STRLEN len;
-    const char *pv = SvPV(copy, len);
+#define SVE_ERRSV_SET() (SvROK(ERRSV) || SvTRUE_nomg(ERRSV))
 
+/*
+ * Text for a value from Perl that is safe to make below libvirt: a
+ * reference is named by its class or type, never stringified (its
+ * overloading could die); other values lose their trailing newlines.
+ */
+static SV *
+sve_describe(pTHX_ SV *sv)
+{
+    STRLEN len;
+    const char *pv;
+
+    if (SvROK(sv)) {
+        const char *type = sv_reftype(SvRV(sv), TRUE);
+
+        return sv_2mortal(newSVpvf("%s %s %s", strchr("AEIOU", *type) ? "an" : "a",
+                                   type, SvOBJECT(SvRV(sv)) ? "object" : "reference"));
+    }
+    if (!SvOK(sv))
+        return sv_2mortal(newSVpvs("undef"));
+    pv = SvPV_nomg(sv, len);
     while (len && pv[len - 1] == '\n')
         len--;
-    SvCUR_set(copy, len);
-    return copy;
+    return sv_2mortal(newSVpvn_flags(pv, len, SvUTF8(sv)));
 }
 
+/*
+ * Every call from C into Perl goes through here: CODE (or the method
+ * METHOD of INVOCANT) with ARGS, under G_EVAL, on a stack of its own as
+ * perl does for DESTROY and tie methods, so that loop control in the
+ * called code (last, next) cannot reach a loop of the program's beyond
+ * libvirt's frames: it dies with "Label not found", which G_EVAL catches.
+ * $@ is left as it was before the call.
+ *
+ * Returns FALSE when the code died, with a mortal copy of the exception
+ * in *err.  In scalar context, *ret is the result: a temporary of the
+ * caller's SAVETMPS scope.
+ */
+static bool
+sve_call(pTHX_ SV *code, const char *method, SV *invocant, SV **args, int nargs,
+         I32 context, SV **ret, SV **err)
+{
+    dSP;
+    SV *saved = SVE_ERRSV_SET() ? sv_2mortal(newSVsv(ERRSV)) : NULL;
+    bool died;
+    int i;
+
+    PUSHSTACKi(PERLSI_MAGIC);
+    PUSHMARK(SP);
+    EXTEND(SP, nargs + 1);
+    if (invocant)
+        PUSHs(invocant);
+    for (i = 0; i < nargs; i++)
+        PUSHs(args[i]);
+    PUTBACK;
+    if (code)
+        call_sv(code, context | G_EVAL);
+    else
+        call_method(method, context | G_EVAL);
+    SPAGAIN;
+    if (context == G_SCALAR)
+        *ret = POPs;
+    PUTBACK;
+    POPSTACK;
+    died = SVE_ERRSV_SET();
+    if (died)
+        *err = sv_2mortal(newSVsv(ERRSV));
+    if (saved)
+        sv_setsv(ERRSV, saved);
+    else if (died)
+        sv_setpvs(ERRSV, "");
+    return !died;
+}
+
+/*
+ * Hands an error to Sys::Virt::Event::_report_error (the $DIED hook, or a
+ * warning).  This may run below a libvirt C frame, so the report runs
+ * under G_EVAL too; if it dies ($SIG{__WARN__} dying, a broken hook), the
+ * message goes straight to stderr.
+ */
 static void
 sve_report(pTHX_ SV *err, SV *where, bool died)
 {
-    dSP;
+    CV *report = get_cv("Sys::Virt::Event::_report_error", 0);
+    SV *args[3];
+    SV *report_err = NULL;
 
     ENTER;
     SAVETMPS;
-    PUSHMARK(SP);
-    EXTEND(SP, 3);
-    PUSHs(err);
-    PUSHs(where);
-    PUSHs(died ? &PL_sv_yes : &PL_sv_no);
-    PUTBACK;
-    call_pv("Sys::Virt::Event::_report_error", G_VOID | G_DISCARD | G_EVAL);
-    if (SvTRUE(ERRSV)) {
+    args[0] = err;
+    args[1] = where;
+    args[2] = died ? &PL_sv_yes : &PL_sv_no;
+    if (!report || !sve_call(aTHX_ (SV *)report, NULL, NULL, args, 3,
+                             G_VOID | G_DISCARD, NULL, &report_err))
         PerlIO_printf(PerlIO_stderr(),
                       "Sys::Virt::Event: %" SVf "%s: %" SVf
                       " (and reporting it failed: %" SVf ")\n",
                       SVfARG(where), died ? " died" : "",
-                      SVfARG(sve_chomped(aTHX_ err)),
-                      SVfARG(sve_chomped(aTHX_ ERRSV)));
-        sv_setpvs(ERRSV, "");
-    }
+                      SVfARG(sve_describe(aTHX_ err)),
+                      SVfARG(report_err ? sve_describe(aTHX_ report_err)
+                             : sv_2mortal(newSVpvs("no reporter"))));
     FREETMPS;
     LEAVE;
-}
-
-/* Report the exception in $@, if any, left by a G_EVAL call. */
-static bool
-sve_report_died(pTHX_ SV *where)
-{
-    SV *err = ERRSV;
-
-    if (!SvTRUE(err))
-        return FALSE;
-    err = sv_2mortal(newSVsv(err));
-    sv_setpvs(ERRSV, "");
-    sve_report(aTHX_ err, where, TRUE);
-    return TRUE;
 }
 
 /* ------------------------------------------------------------------ */
@@ -521,13 +570,16 @@ sve_destruct(pTHX_ void *unused)
 
     PERL_UNUSED_ARG(unused);
     MY_CXT.destructing = TRUE;
+#ifdef MULTIPLICITY
+    /* a later interpreter may be allocated at the same address */
+    if (sve_owner == aTHX)
+        sve_owner = NULL;
+#endif
     for (i = 0; i < SVE_N_METHODS; i++) {
         SvREFCNT_dec(MY_CXT.methods[i].cv);
+        SvREFCNT_dec(MY_CXT.methods[i].stash);
         MY_CXT.methods[i].cv = NULL;
-    }
-    for (i = 0; i < 3; i++) {
-        SvREFCNT_dec(MY_CXT.spare_args[i]);
-        MY_CXT.spare_args[i] = NULL;
+        MY_CXT.methods[i].stash = NULL;
     }
     while ((rec = MY_CXT.pending_head)) {
         MY_CXT.pending_head = rec->next_pending;
@@ -543,6 +595,7 @@ sve_destruct(pTHX_ void *unused)
             if (map->keys[i] > 0) {
                 rec = (sve_record *)map->vals[i];
                 rec->live = FALSE;
+                rec->removed = TRUE;    /* a late dispatch is a no-op */
                 rec->free_done = TRUE;
                 sve_record_release(rec);
             }
@@ -604,68 +657,57 @@ sve_set_failure(pTHX_ SV *why)
 }
 
 /*
- * The implementation's method, looked up by name only when the object's
- * class or any method cache in perl changed since the last call: the same
- * test perl applies to its own method caches.  NULL when it has none (or
- * only an AUTOLOAD): call_method then does the full dance.
+ * The implementation's method, looked up by name again only when the
+ * object's class, a method of that class (pkg_gen), of a parent class
+ * (cache_gen) or of UNIVERSAL (PL_sub_generation) changed since: these
+ * counters only grow, so their sum changes with any of them.  NULL when
+ * it has none (or only an AUTOLOAD): call_method then does the full dance.
  */
 static CV *
 sve_impl_method(pTHX_ my_cxt_t *cxt, sve_method m)
 {
     HV *stash = SvSTASH(SvRV(cxt->impl));
-    U32 gen = PL_sub_generation + HvMROMETA(stash)->cache_gen;
+    struct mro_meta *meta = HvMROMETA(stash);
+    U32 gen = PL_sub_generation + meta->cache_gen + meta->pkg_gen;
     sve_method_cache *cache = &cxt->methods[m];
     GV *gv;
 
     if (cache->cv && cache->stash == stash && cache->gen == gen)
         return cache->cv;
     SvREFCNT_dec(cache->cv);
+    SvREFCNT_dec(cache->stash);
     cache->cv = NULL;
+    cache->stash = NULL;
     gv = gv_fetchmethod_pvn_flags(stash, sve_method_name[m],
                                   strlen(sve_method_name[m]), 0);
     if (!gv || !isGV(gv) || !GvCV(gv))
         return NULL;
     cache->cv = (CV *)SvREFCNT_inc_simple_NN((SV *)GvCV(gv));
-    cache->stash = stash;
+    cache->stash = (HV *)SvREFCNT_inc_simple_NN((SV *)stash);
     cache->gen = gen;
     return cache->cv;
 }
 
 /*
- * $impl->METHOD(args) in scalar context under G_EVAL, from inside libvirt.
- * Returns the result (a temporary of the caller's SAVETMPS scope), or NULL
- * when the method died: that has been reported and noted as the failure.
+ * $impl->METHOD(args) in scalar context, from inside libvirt.  Returns
+ * the result (a temporary of the caller's SAVETMPS scope), or NULL when
+ * the method died: that has been reported and noted as the failure.
  */
 static SV *
 sve_call_impl(pTHX_ sve_method m, SV **args, int nargs)
 {
     dMY_CXT;
-    dSP;
     CV *cv = sve_impl_method(aTHX_ &MY_CXT, m);
-    SV *ret;
-    int i;
+    SV *ret = NULL;
+    SV *err;
 
-    PUSHMARK(SP);
-    EXTEND(SP, nargs + 1);
-    PUSHs(MY_CXT.impl);
-    for (i = 0; i < nargs; i++)
-        PUSHs(args[i]);
-    PUTBACK;
-    MY_CXT.depth++;
-    if (cv)
-        call_sv((SV *)cv, G_SCALAR | G_EVAL);
-    else
-        call_method(sve_method_name[m], G_SCALAR | G_EVAL);
-    MY_CXT.depth--;
-    SPAGAIN;
-    ret = POPs;
-    PUTBACK;
-    if (SvTRUE(ERRSV)) {
+    if (!sve_call(aTHX_ (SV *)cv, sve_method_name[m], MY_CXT.impl, args, nargs,
+                  G_SCALAR, &ret, &err)) {
         SV *where = sve_where(aTHX_ sve_method_name[m]);
 
         sve_set_failure(aTHX_ sv_2mortal(newSVpvf("%" SVf " died: %" SVf, SVfARG(where),
-                                                  SVfARG(sve_chomped(aTHX_ ERRSV)))));
-        sve_report_died(aTHX_ where);
+                                                  SVfARG(sve_describe(aTHX_ err)))));
+        sve_report(aTHX_ err, where, TRUE);
         return NULL;
     }
     return ret;
@@ -733,7 +775,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
         }
         if (iv <= 0) {
             SV *why = sv_2mortal(newSVpvf("returned '%" SVf "', not a positive %s id",
-                                          SVfARG(SvOK(ret) ? ret : sv_2mortal(newSVpvs("undef"))),
+                                          SVfARG(sve_describe(aTHX_ ret)),
                                           sve_kind_name[kind]));
             SV *where = sve_where(aTHX_ sve_method_name[method]);
 
@@ -841,48 +883,78 @@ sve_remove(pTHX_ sve_kind kind, int id)
     return result;
 }
 
+/*
+ * The whole of a trampoline counts as inside libvirt (depth), including
+ * error reports and the freeing of temporaries: a public call made from
+ * there must not run frees, and the loop must not dispatch from there.
+ */
+#define SVE_INSIDE_LIBVIRT(stmt) STMT_START {   \
+        dMY_CXT;                                \
+        MY_CXT.depth++;                         \
+        MY_CXT.trampolines++;                   \
+        stmt;                                   \
+        MY_CXT.trampolines--;                   \
+        MY_CXT.depth--;                         \
+    } STMT_END
+
 static int
 sve_tramp_add_handle(int fd, int events, virEventHandleCallback cb,
                      void *opaque, virFreeCallback ff)
 {
+    int id;
     SVE_TRAMPOLINE_ENTER("add_handle", return -1);
-    return sve_add(aTHX_ SVE_KIND_HANDLE, fd, events, (void *)cb, opaque, ff);
+
+    SVE_INSIDE_LIBVIRT(id = sve_add(aTHX_ SVE_KIND_HANDLE, fd, events, (void *)cb,
+                                    opaque, ff));
+    return id;
 }
 
 static void
 sve_tramp_update_handle(int watch, int events)
 {
     SVE_TRAMPOLINE_ENTER("update_handle", return);
-    sve_update(aTHX_ SVE_KIND_HANDLE, watch, events);
+
+    SVE_INSIDE_LIBVIRT(sve_update(aTHX_ SVE_KIND_HANDLE, watch, events));
 }
 
 static int
 sve_tramp_remove_handle(int watch)
 {
+    int rc;
     SVE_TRAMPOLINE_ENTER("remove_handle", return -1);
-    return sve_remove(aTHX_ SVE_KIND_HANDLE, watch);
+
+    SVE_INSIDE_LIBVIRT(rc = sve_remove(aTHX_ SVE_KIND_HANDLE, watch));
+    return rc;
 }
 
 static int
 sve_tramp_add_timeout(int ms, virEventTimeoutCallback cb,
                       void *opaque, virFreeCallback ff)
 {
+    int id;
     SVE_TRAMPOLINE_ENTER("add_timeout", return -1);
-    return sve_add(aTHX_ SVE_KIND_TIMEOUT, -1, ms, (void *)cb, opaque, ff);
+
+    SVE_INSIDE_LIBVIRT(id = sve_add(aTHX_ SVE_KIND_TIMEOUT, -1, ms, (void *)cb,
+                                    opaque, ff));
+    return id;
 }
 
 static void
 sve_tramp_update_timeout(int timer, int ms)
 {
     SVE_TRAMPOLINE_ENTER("update_timeout", return);
-    sve_update(aTHX_ SVE_KIND_TIMEOUT, timer, ms);
+
+    SVE_INSIDE_LIBVIRT(sve_update(aTHX_ SVE_KIND_TIMEOUT, timer, ms));
 }
 
 static int
 sve_tramp_remove_timeout(int timer)
 {
+    int rc;
     SVE_TRAMPOLINE_ENTER("remove_timeout", return -1);
-    return sve_remove(aTHX_ SVE_KIND_TIMEOUT, timer);
+
+    SVE_INSIDE_LIBVIRT(rc = sve_remove(aTHX_ SVE_KIND_TIMEOUT, timer));
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -915,52 +987,35 @@ typedef struct {
 #endif
 
 /*
- * Calls the coderef with up to three integers.  This is the hot path of
- * every dispatch, so the argument SVs are recycled: one is taken out of
- * the spare slots while in use (a nested dispatch gets its own) and put
- * back only if the callback kept no reference to it and left it a plain
- * integer.  call_sv with G_DISCARD frees the callback's temporaries.
+ * Calls the coderef with up to three integers.  The argument SVs are not
+ * mortal (freed right after the call, or kept alive by the callback if it
+ * took references to @_); the callback's own temporaries go with
+ * G_DISCARD.  The coderef is held for the call: a nested loop iteration
+ * inside the callback may run this watch's free function.
  */
 static void
 sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2)
 {
-    dMY_CXT;
-    dSP;
     const int vals[3] = { a0, a1, a2 };
+    const sve_kind kind = pub->kind;
+    const int id = pub->id;
+    SV *code = SvREFCNT_inc_simple_NN(pub->code);
     SV *args[3];
+    SV *err;
+    bool ok;
     int i;
 
-    for (i = 0; i < nargs; i++) {
-        SV *sv = MY_CXT.spare_args[i];
-
-        if (sv) {
-            MY_CXT.spare_args[i] = NULL;
-            SvIV_set(sv, vals[i]);
-        } else {
-            sv = newSViv(vals[i]);
-        }
-        args[i] = sv;
-    }
-    PUSHMARK(SP);
-    EXTEND(SP, nargs);
     for (i = 0; i < nargs; i++)
-        PUSHs(args[i]);
-    PUTBACK;
-    call_sv(pub->code, G_VOID | G_DISCARD | G_EVAL);
-    for (i = 0; i < nargs; i++) {
-        SV *sv = args[i];
-
-        if (!MY_CXT.spare_args[i] && SvREFCNT(sv) == 1 &&
-            SvTYPE(sv) == SVt_IV && (SvFLAGS(sv) & ~SVTYPEMASK) == (SVf_IOK | SVp_IOK))
-            MY_CXT.spare_args[i] = sv;
-        else
-            SvREFCNT_dec(sv);
-    }
-    if (SvTRUE(ERRSV)) {
+        args[i] = newSViv(vals[i]);
+    ok = sve_call(aTHX_ code, NULL, NULL, args, nargs, G_VOID | G_DISCARD, NULL, &err);
+    for (i = 0; i < nargs; i++)
+        SvREFCNT_dec(args[i]);
+    SvREFCNT_dec(code);
+    if (!ok) {
         ENTER;
         SAVETMPS;
-        sve_report_died(aTHX_ sv_2mortal(newSVpvf("callback of %s %d",
-                                                  sve_kind_name[pub->kind], pub->id)));
+        sve_report(aTHX_ err, sv_2mortal(newSVpvf("callback of %s %d",
+                                                  sve_kind_name[kind], id)), TRUE);
         FREETMPS;
         LEAVE;
     }
@@ -1087,8 +1142,6 @@ sve_public_update(pTHX_ sve_kind kind, int id, int events_or_ms, const char *fun
 {
     dMY_CXT;
 
-    if (MY_CXT.destructing)
-        return;                 /* a destructor tidying up at exit */
     sve_require_owner(aTHX_ func);
     sve_public_lookup(aTHX_ kind, id, func);
     sve_run_pending(aTHX);
@@ -1107,8 +1160,6 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
     dMY_CXT;
     int rc;
 
-    if (MY_CXT.destructing)
-        return;                 /* a destructor tidying up at exit */
     sve_require_owner(aTHX_ func);
     sve_public_lookup(aTHX_ kind, id, func);
     sve_run_pending(aTHX);
@@ -1130,23 +1181,23 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
 /* Shared by both dispatch XSUBs: call the record's callback with a
  * libvirt frame counted on the stack, then run frees that became due.
  * libvirt's own callbacks may call Perl code that dies without an eval
- * (Sys::Virt's event callbacks do), so for them the save stack restores
- * the depth; our public callbacks never let an exception out. */
-#define SVE_DISPATCH(ours, call) STMT_START {                   \
+ * (Sys::Virt's event callbacks do): the save stack then restores the
+ * depth.  Dispatching while libvirt is calling the loop (from inside
+ * add_handle or remove_timeout, say) would re-enter libvirt with its
+ * locks held: refused. */
+#define SVE_DISPATCH(func, call) STMT_START {                   \
         dMY_CXT;                                                \
+        if (MY_CXT.trampolines)                                 \
+            croak("%s: called while libvirt is calling the event " \
+                  "loop (inside add, update or remove); dispatch " \
+                  "from the loop itself", func);                \
         if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
             sve_run_pending(aTHX);                              \
-        if (ours) {                                             \
-            MY_CXT.depth++;                                     \
-            call;                                               \
-            MY_CXT.depth--;                                     \
-        } else {                                                \
-            ENTER;                                              \
-            SAVEINT(MY_CXT.depth);                              \
-            MY_CXT.depth++;                                     \
-            call;                                               \
-            LEAVE;                                              \
-        }                                                       \
+        ENTER;                                                  \
+        SAVEINT(MY_CXT.depth);                                  \
+        MY_CXT.depth++;                                         \
+        call;                                                   \
+        LEAVE;                                                  \
         if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
             sve_run_pending(aTHX);                              \
     } STMT_END
@@ -1196,11 +1247,14 @@ _register_impl(impl)
             croak("Sys::Virt::Event::register: another thread already "
                   "registered an event loop");
 #endif
+        if (!MY_CXT.impl || !SvROK(MY_CXT.impl))
+            croak("Sys::Virt::Event::register: an event loop is already "
+                  "registered, and libvirt accepts one loop per process");
         if (SvRV(MY_CXT.impl) == SvRV(impl))
             XSRETURN_EMPTY;     /* the same object again */
         croak("Sys::Virt::Event::register: an event loop (%s) is already "
               "registered, and libvirt accepts one loop per process",
-              HvNAME(SvSTASH(SvRV(MY_CXT.impl))));
+              sv_reftype(SvRV(MY_CXT.impl), TRUE));
     }
     MY_CXT.impl = newSVsv(impl);
     sve_registered = SVE_LOOP_PERL;
@@ -1271,7 +1325,7 @@ _run_handle_callback(self, watch, fd, events, cb, opaque)
     if (fd != cb->fd)
         croak("Sys::Virt::Event::_run_handle_callback: $fd is %d but "
               "watch %d is on fd %d", fd, cb->id, cb->fd);
-    SVE_DISPATCH(cb->cb.handle == sve_public_handle_cb,
+    SVE_DISPATCH("Sys::Virt::Event::_run_handle_callback",
                  cb->cb.handle(watch, fd, events, cb->opaque));
 
 void
@@ -1290,7 +1344,7 @@ _run_timeout_callback(self, timer, cb, opaque)
     if (timer != cb->id)
         croak("Sys::Virt::Event::_run_timeout_callback: $timer is %d but "
               "$cb belongs to timer %d", timer, cb->id);
-    SVE_DISPATCH(cb->cb.timeout == sve_public_timeout_cb,
+    SVE_DISPATCH("Sys::Virt::Event::_run_timeout_callback",
                  cb->cb.timeout(timer, cb->opaque));
 
 void

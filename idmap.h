@@ -18,6 +18,7 @@ typedef struct {
     int *keys;
     void **vals;
     size_t cap;         /* a power of two, or 0 before the first insert */
+    unsigned shift;     /* 32 - log2(cap) */
     size_t used;        /* live entries */
     size_t filled;      /* live and deleted entries */
 } sve_idmap;
@@ -25,8 +26,9 @@ typedef struct {
 static size_t
 sve_idmap_slot(const sve_idmap *map, int id)
 {
-    /* Fibonacci hashing spreads consecutive ids over the table */
-    return ((unsigned int)id * 2654435761u) & (map->cap - 1);
+    /* Fibonacci hashing: the high bits of the product depend on all the
+     * bits of the id, so strided ids spread as well as consecutive ones */
+    return (size_t)(((uint32_t)id * 2654435761u) >> map->shift);
 }
 
 static void *
@@ -55,6 +57,8 @@ sve_idmap_resize(sve_idmap *map, size_t cap)
     Newxz(map->keys, cap, int);
     Newx(map->vals, cap, void *);
     map->cap = cap;
+    for (map->shift = 32; cap > 1; cap >>= 1)
+        map->shift--;
     map->used = map->filled = 0;
     for (i = 0; i < old.cap; i++) {
         if (old.keys[i] > 0)

@@ -298,7 +298,7 @@ SKIP: {
         print "idle=", ($loop->idle ? 1 : 0), "\n";
     });
     my %shown = (undef => "'undef'", zero => "'0'", minus => "'-1'", abc => "'abc'",
-                 fraction => "'2.5'", ref => "'ARRAY(0x");
+                 fraction => "'2.5'", ref => "'an ARRAY reference'");
     for my $case (sort keys %shown) {
         like($out->{"handle_$case"},
              qr/^Sys::Virt::Event::add_handle: add_handle method of ReturningLoop returned \Q$shown{$case}\E.*not a positive watch id/,

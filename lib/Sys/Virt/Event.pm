@@ -1,9 +1,11 @@
 package Sys::Virt::Event;
 
 # The system's Sys::Virt (Virt.so) defines XSUBs and constants in this
-# package too.  Load it first when it is installed, then drop what it put
+# package too.  Load it first when it is installed, then empty what it put
 # here, so that our own XSLoader::load below defines this package's subs
-# afresh and silently, whichever module the program loaded first.
+# afresh and silently, whichever module the program loaded first.  The
+# globs stay: code compiled before this module was loaded calls through
+# them, and must reach our subs too.
 BEGIN {
     if (!$INC{'Sys/Virt.pm'}) {
         local $@;
@@ -12,8 +14,12 @@ BEGIN {
     for my $name (keys %Sys::Virt::Event::) {
         next if $name =~ /::\z/;
         my $entry = $Sys::Virt::Event::{$name};
-        if (ref \$entry ne 'GLOB' || defined *{$entry}{CODE}) {
-            delete $Sys::Virt::Event::{$name};
+        if (ref \$entry ne 'GLOB') {
+            delete $Sys::Virt::Event::{$name};  # a constant, not yet a glob
+        } elsif (defined *{$entry}{CODE}) {
+            no strict 'refs';
+            no warnings;
+            undef &{"Sys::Virt::Event::$name"};
         }
     }
 }

@@ -30,6 +30,7 @@ sub new {
         handles    => {},   # watch id => entry; entry->{io}: the watchers
         timers     => {},   # timer id => entry; entry->{w}: the watcher
         zero       => {},   # timer id => 1 for timers of interval 0
+        zero_w     => undef, # the watcher that fires them, see _arm
         pending    => [],   # [ff, opaque] of removed entries, to free
         next_watch => 1,
         next_timer => 1,
@@ -138,16 +139,18 @@ sub _dispatch_watch {
 sub add_timeout {
     my ($self, $ms, $cb, $opaque, $ff) = @_;
     my $timer = $self->{next_timer}++;
-    $self->{timers}{$timer} = { cb => $cb, opaque => $opaque, ff => $ff };
-    $self->_arm($timer, $ms);
+    my $t = $self->{timers}{$timer} = { cb => $cb, opaque => $opaque, ff => $ff };
+    _arm($self, $timer, $t, $ms);
     return $timer;
 }
 
+# On the path of every event libvirt delivers (it flips its event timer
+# to 0 and back to -1), hence plain function calls.
 sub update_timeout {
     my ($self, $timer, $ms) = @_;
-    return unless $self->{timers}{$timer};
-    $self->_arm($timer, $ms);
-    $self->_check_drained;
+    my $t = $self->{timers}{$timer} or return;
+    _arm($self, $timer, $t, $ms);
+    _check_drained($self) if $self->{draining};
     return;
 }
 
@@ -161,30 +164,29 @@ sub remove_timeout {
 
 # As libvirt's own loops do, any update restarts the interval from now.
 # Interval 0 fires once per loop iteration, after the iteration's poll for
-# I/O: it watches a descriptor that is always ready (the write end of a
-# private, empty pipe).  A timer due at once would not do: the pure-Perl
-# backend handles due timers before, and instead of, polling for I/O.
+# I/O: one watcher on a descriptor that is always ready (the write end of
+# a private, empty pipe) fires all such timers.  A timer due at once would
+# not do: the pure-Perl backend handles due timers before, and instead of,
+# polling for I/O.  libvirt flips its event timer between 0 and -1 for
+# every event it delivers, so the watcher outlives the last such timer
+# by one iteration instead of being made again each time.
 sub _arm {
-    my ($self, $timer, $ms) = @_;
-    my $t = $self->{timers}{$timer};
-    my $was_zero = defined $t->{interval} && $t->{interval} == 0;
+    my ($self, $timer, $t, $ms) = @_;
     $t->{interval} = $ms;
+    delete $t->{w};
     if ($ms == 0) {
-        return if $was_zero;
         $self->{zero}{$timer} = 1;
-        Scalar::Util::weaken(my $weak = $self);
-        $t->{w} = AnyEvent->io(fh => $self->_ready_fh, poll => 'w',
-                               cb => sub { $weak->_dispatch_timer($timer) if $weak });
+        if (!$self->{zero_w}) {
+            Scalar::Util::weaken(my $weak = $self);
+            $self->{zero_w} = AnyEvent->io(fh => $self->_ready_fh, poll => 'w',
+                                           cb => sub { $weak->_run_zero_timers if $weak });
+        }
         return;
     }
     delete $self->{zero}{$timer};
-    if ($ms < 0) {
-        delete $t->{w};
-        return;
-    }
+    return if $ms < 0;
     my $seconds = $ms / 1000;
     Scalar::Util::weaken(my $weak = $self);
-    $t->{w} = undef;            # the old watcher goes first
     $t->{w} = AnyEvent->timer(after => $seconds, interval => $seconds,
                               cb => sub { $weak->_dispatch_timer($timer) if $weak });
     return;
@@ -203,6 +205,21 @@ sub _dispatch_timer {
     my ($self, $timer) = @_;
     my $t = $self->{timers}{$timer} or return;     # removed meanwhile
     $self->_run_timeout_callback($timer, $t->{cb}, $t->{opaque});
+    return;
+}
+
+sub _run_zero_timers {
+    my ($self) = @_;
+    my $zero = $self->{zero};
+    if (!%$zero) {
+        $self->{zero_w} = undef;    # nothing at 0 since the last iteration
+        return;
+    }
+    for my $timer (keys %$zero) {
+        # an earlier callback of this iteration may have changed it
+        my $t = $zero->{$timer} && $self->{timers}{$timer} or next;
+        $self->_run_timeout_callback($timer, $t->{cb}, $t->{opaque});
+    }
     return;
 }
 
