@@ -92,6 +92,8 @@ typedef struct {
     int trampolines;            /* > 0 while libvirt is calling the loop */
     sve_record *pending_head;   /* frees waiting for a safe point */
     sve_record *pending_tail;
+    int dispatching;            /* > 0 while the loop dispatches a callback */
+    sve_record *updates;        /* updates libvirt made meanwhile */
     sve_idmap records[2];       /* live records by id, per sve_kind */
     sve_idmap publics[2];       /* public watches/timers by id, per sve_kind */
     SV *failure;                /* why the last trampoline returned -1 */
@@ -134,6 +136,9 @@ struct sve_record {
     bool removed;               /* libvirt removed it or the add failed */
     bool free_queued;           /* in the pending-free queue */
     bool free_done;             /* ff ran, or must never run */
+    bool update_queued;         /* in the deferred-update list */
+    int loop_value;             /* mask or interval the loop last heard of */
+    int wanted_value;           /* ... and the one libvirt asked for since */
     union {
         virEventHandleCallback handle;
         virEventTimeoutCallback timeout;
@@ -141,6 +146,7 @@ struct sve_record {
     void *opaque;
     virFreeCallback ff;
     sve_record *next_pending;
+    sve_record *next_update;
 };
 
 static void
@@ -560,6 +566,9 @@ sve_run_pending(pTHX)
  * trampolines find nothing and the public calls do nothing.  Free
  * functions do not run: libvirt may still hold what they would free.
  */
+static void sve_public_release(pTHX_ void *opaque);
+static void sve_public_free(void *opaque);
+
 static void
 sve_destruct(pTHX_ void *unused)
 {
@@ -585,6 +594,9 @@ sve_destruct(pTHX_ void *unused)
         MY_CXT.pending_head = rec->next_pending;
         rec->free_queued = FALSE;
         rec->free_done = TRUE;
+        /* our own free function only drops a coderef: safe to run */
+        if (rec->ff == sve_public_free && rec->opaque)
+            sve_public_release(aTHX_ rec->opaque);
         sve_record_release(rec);
     }
     MY_CXT.pending_tail = NULL;
@@ -601,7 +613,17 @@ sve_destruct(pTHX_ void *unused)
             }
         }
         sve_idmap_clear(map);
-        sve_idmap_clear(&MY_CXT.publics[kind]);
+        /* With a Perl loop, the records just released were the only
+         * holders of the public watches' data; with libvirt's default
+         * loop, libvirt still holds it. */
+        map = &MY_CXT.publics[kind];
+        if (sve_registered == SVE_LOOP_PERL) {
+            for (i = 0; i < map->cap; i++) {
+                if (map->keys[i] > 0)
+                    sve_public_release(aTHX_ map->vals[i]);
+            }
+        }
+        sve_idmap_clear(map);
     }
 }
 
@@ -798,6 +820,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
     if (id > 0) {
         rec->id = id;
         rec->live = TRUE;
+        rec->loop_value = events_or_ms;
         sve_idmap_put(&MY_CXT.records[kind], id, rec);
     } else {
         /* On failure libvirt releases the opaque itself: ff never runs,
@@ -817,24 +840,82 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
     return id;
 }
 
+/*
+ * Tells the loop a new mask or interval, unless that changes nothing: the
+ * same mask, or the same interval of 0 or -1 (a positive interval is
+ * passed on again: libvirt restarts a timer that way, for keepalive).
+ */
+static void
+sve_tell_loop(pTHX_ sve_record *rec, int value)
+{
+    SV *args[2];
+
+    if (value == rec->loop_value && (rec->kind == SVE_KIND_HANDLE || value <= 0))
+        return;
+    rec->loop_value = value;
+    if (!sve_impl_usable(aTHX))
+        return;
+    ENTER;
+    SAVETMPS;
+    args[0] = sv_2mortal(newSViv(rec->id));
+    args[1] = sv_2mortal(newSViv(value));
+    sve_call_impl(aTHX_ rec->kind == SVE_KIND_HANDLE ? SVE_UPDATE_HANDLE : SVE_UPDATE_TIMEOUT,
+                  args, 2);
+    FREETMPS;
+    LEAVE;
+}
+
+/*
+ * While the loop is dispatching, it is not looking at its watches: the
+ * updates libvirt makes meanwhile are noted and passed on once, when the
+ * dispatch returns (or before a nested one starts).  libvirt flips its
+ * event timer to -1 and back to 0 inside each delivery, and an RPC made
+ * from a callback sets a socket's mask to 0 and back: the loop then
+ * hears nothing at all.
+ */
 static void
 sve_update(pTHX_ sve_kind kind, int id, int events_or_ms)
 {
     dMY_CXT;
-    SV *args[2];
+    sve_record *rec = (sve_record *)sve_idmap_get(&MY_CXT.records[kind], id);
 
     /* libvirt updates ids it never added (-1 after keepalive stops):
      * unknown ids are ignored, as libvirt's own loops do */
-    if (!sve_idmap_get(&MY_CXT.records[kind], id) || !sve_impl_usable(aTHX))
+    if (!rec)
         return;
-    ENTER;
-    SAVETMPS;
-    args[0] = sv_2mortal(newSViv(id));
-    args[1] = sv_2mortal(newSViv(events_or_ms));
-    sve_call_impl(aTHX_ kind == SVE_KIND_HANDLE ? SVE_UPDATE_HANDLE : SVE_UPDATE_TIMEOUT,
-                  args, 2);
-    FREETMPS;
-    LEAVE;
+    if (!MY_CXT.dispatching) {
+        sve_tell_loop(aTHX_ rec, events_or_ms);
+        return;
+    }
+    rec->wanted_value = events_or_ms;
+    if (!rec->update_queued) {
+        rec->update_queued = TRUE;
+        rec->objects++;         /* held while listed */
+        rec->next_update = MY_CXT.updates;
+        MY_CXT.updates = rec;
+    }
+}
+
+/* Passes on the updates noted during a dispatch (see sve_update). */
+static void
+sve_flush_updates(pTHX)
+{
+    dMY_CXT;
+    sve_record *rec;
+
+    while ((rec = MY_CXT.updates)) {
+        MY_CXT.updates = rec->next_update;
+        rec->update_queued = FALSE;
+        if (rec->live) {
+            MY_CXT.depth++;
+            MY_CXT.trampolines++;
+            sve_tell_loop(aTHX_ rec, rec->wanted_value);
+            MY_CXT.trampolines--;
+            MY_CXT.depth--;
+        }
+        rec->objects--;
+        sve_record_release(rec);
+    }
 }
 
 static int
@@ -1040,14 +1121,22 @@ sve_public_timeout_cb(int timer, void *opaque)
 }
 
 static void
+sve_public_release(pTHX_ void *opaque)
+{
+    sve_public *pub = (sve_public *)opaque;
+
+    SvREFCNT_dec(pub->code);
+    Safefree(pub);
+}
+
+static void
 sve_public_free(void *opaque)
 {
     sve_public *pub = (sve_public *)opaque;
     /* from a foreign thread the coderef cannot be touched: it leaks */
     SVE_PUBLIC_ENTER(pub, "a free function", return);
 
-    SvREFCNT_dec(pub->code);
-    Safefree(pub);
+    sve_public_release(aTHX_ pub);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1193,11 +1282,17 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
                   "from the loop itself", func);                \
         if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
             sve_run_pending(aTHX);                              \
+        if (MY_CXT.updates)     /* a nested dispatch: catch up */ \
+            sve_flush_updates(aTHX);                            \
         ENTER;                                                  \
         SAVEINT(MY_CXT.depth);                                  \
+        SAVEINT(MY_CXT.dispatching);                            \
         MY_CXT.depth++;                                         \
+        MY_CXT.dispatching++;                                   \
         call;                                                   \
         LEAVE;                                                  \
+        if (MY_CXT.dispatching == 0 && MY_CXT.updates)          \
+            sve_flush_updates(aTHX);                            \
         if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
             sve_run_pending(aTHX);                              \
     } STMT_END
