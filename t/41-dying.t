@@ -17,27 +17,9 @@ use Test::More;
 
 use Sys::Virt::Event;
 use TestLoop;
-use TestUtil qw(in_child have_sys_virt);
+use TestUtil qw(in_child have_sys_virt child_case error_of);
 
-sub child {
-    my ($name, $code, %opts) = @_;
-    my $r = in_child($code, timeout => $opts{timeout} || 20);
-    ok(!$r->{timed_out}, "$name: finished within the time limit");
-    is($r->{signal}, 0, "$name: not killed by a signal");
-    is($r->{exit}, 0, "$name: exited normally")
-        or diag("child output:\n$r->{output}");
-    my %out = ('' => $r->{output});
-    for my $line (split /\n/, $r->{output}) {
-        $out{$1} = $2 if $line =~ /^(\w+)=(.*)\z/;
-    }
-    return \%out;
-}
 
-sub error_of (&) {
-    my ($code) = @_;
-    local $@;
-    return eval { $code->(); 1 } ? '' : do { (my $e = "$@") =~ s/\n+\z//; $e =~ s/\n/ | /g; $e };
-}
 
 sub count_of {
     my ($text, $re) = @_;
@@ -114,7 +96,7 @@ sub suspend_resume {
 SKIP: {
     skip 'Sys::Virt is not installed', 1 unless $HAVE_SYS_VIRT;
 
-    my $out = child('add_timeout dies under Sys::Virt', sub {
+    my $out = child_case('add_timeout dies under Sys::Virt', sub {
         my $loop = DyingLoop->new;
         $loop->{die}{add_timeout} = 'before';
         $loop->register;
@@ -144,7 +126,7 @@ SKIP: {
 SKIP: {
     skip 'Sys::Virt is not installed', 1 unless $HAVE_SYS_VIRT;
 
-    my $out = child('update_timeout dies', sub {
+    my $out = child_case('update_timeout dies', sub {
         my $loop = DyingLoop->new;
         $loop->{die}{update_timeout} = 'after';
         $loop->register;
@@ -175,7 +157,7 @@ SKIP: {
 SKIP: {
     skip 'Sys::Virt is not installed', 1 unless $HAVE_SYS_VIRT;
 
-    my $out = child('remove_timeout dies', sub {
+    my $out = child_case('remove_timeout dies', sub {
         my $loop = DyingLoop->new;
         $loop->{die}{remove_timeout} = 'before';
         $loop->register;
@@ -227,7 +209,7 @@ SKIP: {
 # dying implementation methods under the public functions
 
 {
-    my $out = child('public add whose implementation dies', sub {
+    my $out = child_case('public add whose implementation dies', sub {
         my $loop = DyingLoop->new;
         $loop->{die}{add_handle} = 'before';
         $loop->{die}{add_timeout} = 'before';
@@ -269,7 +251,7 @@ SKIP: {
 }
 
 {
-    my $out = child('implementation add returning garbage', sub {
+    my $out = child_case('implementation add returning garbage', sub {
         my $loop = ReturningLoop->new;
         $loop->register;
         pipe(my $r, my $w) or die "pipe: $!";
@@ -321,7 +303,7 @@ SKIP: {
 # dying public callbacks, and the reporting of errors
 
 {
-    my $out = child('a public callback dies', sub {
+    my $out = child_case('a public callback dies', sub {
         my $loop = TestLoop->new;
         $loop->register;
         pipe(my $r, my $w) or die "pipe: $!";
@@ -358,7 +340,7 @@ SKIP: {
 }
 
 {
-    my $out = child('$DIED receives the error', sub {
+    my $out = child_case('$DIED receives the error', sub {
         my @got;
         $Sys::Virt::Event::DIED = sub { push @got, [@_] };
         my $loop = DyingLoop->new;
@@ -392,7 +374,7 @@ SKIP: {
 }
 
 {
-    my $out = child('$DIED itself dies', sub {
+    my $out = child_case('$DIED itself dies', sub {
         $Sys::Virt::Event::DIED = sub { die "the hook exploded\n" };
         my $loop = TestLoop->new;
         $loop->register;
@@ -417,7 +399,7 @@ SKIP: {
 }
 
 {
-    my $out = child('$SIG{__WARN__} dies', sub {
+    my $out = child_case('$SIG{__WARN__} dies', sub {
         local $SIG{__WARN__} = sub { die "the warn handler exploded\n" };
         my $loop = TestLoop->new;
         $loop->register;
@@ -445,7 +427,7 @@ SKIP: {
 
     # The report is made below libvirt's C frames here: if the dying
     # handler unwound, libvirt's locks and stack would be left behind.
-    my $out = child('$SIG{__WARN__} dies below libvirt', sub {
+    my $out = child_case('$SIG{__WARN__} dies below libvirt', sub {
         local $SIG{__WARN__} = sub { die "the warn handler exploded\n" };
         my $loop = DyingLoop->new;
         $loop->{die}{add_timeout} = 'before';

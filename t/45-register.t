@@ -16,7 +16,7 @@ use Time::HiRes ();
 use Sys::Virt::Event;
 use Sys::Virt::EventImpl;
 use TestLoop;
-use TestUtil qw(in_child);
+use TestUtil qw(in_child child_case error_of);
 
 my @IMPL_METHODS = qw(add_handle update_handle remove_handle
                       add_timeout update_timeout remove_timeout);
@@ -25,26 +25,7 @@ my $FILE = __FILE__;
 # Run $code in a child; check that it ended normally and in time, and
 # return its output as a hash of the "name=value" lines (a name printed
 # twice keeps the last value) plus the raw text under "".
-sub child {
-    my ($name, $code, %opts) = @_;
-    my $r = in_child($code, timeout => $opts{timeout} || 15);
-    ok(!$r->{timed_out}, "$name: finished within the time limit");
-    is($r->{signal}, 0, "$name: not killed by a signal");
-    is($r->{exit}, 0, "$name: exited normally")
-        or diag("child output:\n$r->{output}");
-    my %out = ('' => $r->{output});
-    for my $line (split /\n/, $r->{output}) {
-        $out{$1} = $2 if $line =~ /^(\w+)=(.*)\z/;
-    }
-    return \%out;
-}
 
-# The error of a block, on one line, or "" when it did not die.
-sub error_of (&) {
-    my ($code) = @_;
-    local $@;
-    return eval { $code->(); 1 } ? '' : do { (my $e = "$@") =~ s/\n+\z//; $e =~ s/\n/ | /g; $e };
-}
 
 # Runs the loop until the public timer it was given fires, and reports
 # what the implementation saw.
@@ -118,7 +99,7 @@ sub add_timeout_calls {
 # before anything is registered
 
 {
-    my $out = child('public functions before registration', sub {
+    my $out = child_case('public functions before registration', sub {
         my %args = (
             add_handle     => [0, Sys::Virt::Event::HANDLE_READABLE(), sub { }],
             update_handle  => [1, Sys::Virt::Event::HANDLE_READABLE()],
@@ -141,7 +122,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('run_default with nothing registered', sub {
+    my $out = child_case('run_default with nothing registered', sub {
         my $t0 = Time::HiRes::time();
         my $err = error_of { Sys::Virt::Event::run_default() };
         printf "seconds=%.3f\n", Time::HiRes::time() - $t0;
@@ -156,7 +137,7 @@ sub add_timeout_calls {
 # register($impl)
 
 {
-    my $out = child('register as a function', sub {
+    my $out = child_case('register as a function', sub {
         my $loop = TestLoop->new;
         print "err=", error_of { Sys::Virt::Event::register($loop) }, "\n";
         print "fired=", timer_fires($loop), "\n";
@@ -168,7 +149,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('register as a method', sub {
+    my $out = child_case('register as a method', sub {
         my $loop = TestLoop->new;
         my @ret = ('unset');
         print "err=", error_of { @ret = $loop->register }, "\n";
@@ -183,7 +164,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('same object twice', sub {
+    my $out = child_case('same object twice', sub {
         my $loop = TestLoop->new;
         $loop->register;
         print "again_fn=", error_of { Sys::Virt::Event::register($loop) }, "\n";
@@ -200,7 +181,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('a different implementation', sub {
+    my $out = child_case('a different implementation', sub {
         my $loop = TestLoop->new;
         $loop->register;
         my $line = __LINE__ + 1;
@@ -220,7 +201,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('register after register_default', sub {
+    my $out = child_case('register after register_default', sub {
         Sys::Virt::Event::register_default();
         print "err=", error_of { TestLoop->new->register }, "\n";
         print "err_fn=", error_of { Sys::Virt::Event::register(TestLoop->new) }, "\n";
@@ -239,7 +220,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('register_default after register', sub {
+    my $out = child_case('register_default after register', sub {
         my $loop = TestLoop->new;
         $loop->register;
         print "err=", error_of { Sys::Virt::Event::register_default() }, "\n";
@@ -254,7 +235,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('register_default twice', sub {
+    my $out = child_case('register_default twice', sub {
         print "first=", error_of { Sys::Virt::Event::register_default() }, "\n";
         print "second=", error_of { Sys::Virt::Event::register_default() }, "\n";
         my $fired = 0;
@@ -275,7 +256,7 @@ sub add_timeout_calls {
 # Sys::Virt::EventImpl
 
 {
-    my $out = child('abstract methods of Sys::Virt::EventImpl', sub {
+    my $out = child_case('abstract methods of Sys::Virt::EventImpl', sub {
         my $empty = EmptyImpl->new;
         for my $m (@IMPL_METHODS) {
             print "class_$m=", error_of { Sys::Virt::EventImpl->$m() }, "\n";
@@ -294,7 +275,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('incomplete subclasses', sub {
+    my $out = child_case('incomplete subclasses', sub {
         print "half_impl=", error_of { HalfImpl->new->register }, "\n";
         print "half_event=", error_of { Sys::Virt::Event::register(HalfEvent->new) }, "\n";
         print "not_a_loop=", error_of { Sys::Virt::Event::register(NotALoop->new) }, "\n";
@@ -323,7 +304,7 @@ sub add_timeout_calls {
 }
 
 {
-    my $out = child('an EventImpl subclass', sub {
+    my $out = child_case('an EventImpl subclass', sub {
         my $impl = ImplLoop->new;
         print "err=", error_of { Sys::Virt::Event::register($impl) }, "\n";
         my $fired = 0;

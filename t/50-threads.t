@@ -29,29 +29,11 @@ use Test::More;
 
 use Sys::Virt::Event;
 use TestLoop;
-use TestUtil qw(in_child have_sys_virt);
+use TestUtil qw(in_child have_sys_virt child_case error_of);
 
 my $FOREIGN_WARNING = qr/^Sys::Virt::Event: libvirt called \w+ from a thread other than the one that registered the event loop; refused/m;
 
-sub child {
-    my ($name, $code, %opts) = @_;
-    my $r = in_child($code, timeout => $opts{timeout} || 30);
-    ok(!$r->{timed_out}, "$name: finished within the time limit");
-    is($r->{signal}, 0, "$name: not killed by a signal");
-    is($r->{exit}, 0, "$name: exited normally")
-        or diag("child output:\n$r->{output}");
-    my %out = ('' => $r->{output});
-    for my $line (split /\n/, $r->{output}) {
-        $out{$1} = $2 if $line =~ /^(\w+)=(.*)\z/;
-    }
-    return \%out;
-}
 
-sub error_of (&) {
-    my ($code) = @_;
-    local $@;
-    return eval { $code->(); 1 } ? '' : do { (my $e = "$@") =~ s/\n+\z//; $e =~ s/\n/ | /g; $e };
-}
 
 # Runs $code in a new thread and returns its result (a list of
 # "name=value" strings), or a line saying why there is none.
@@ -67,7 +49,7 @@ sub in_thread {
 # public calls and inherited handle objects
 
 {
-    my $out = child('calls from another thread', sub {
+    my $out = child_case('calls from another thread', sub {
         my $loop = TestLoop->new;
         $loop->register;
         pipe(my $r, my $w) or die "pipe: $!";
@@ -160,7 +142,7 @@ sub in_thread {
 SKIP: {
     skip 'Sys::Virt is not installed', 1 unless have_sys_virt();
 
-    my $out = child('libvirt calls from another thread', sub {
+    my $out = child_case('libvirt calls from another thread', sub {
         require Sys::Virt;
         my $loop = TestLoop->new;
         $loop->register;

@@ -10,7 +10,7 @@ use warnings;
 use Exporter 'import';
 use POSIX ();
 
-our @EXPORT_OK = qw(in_child have_sys_virt);
+our @EXPORT_OK = qw(in_child child_case error_of have_sys_virt);
 
 # in_child(sub { ... }, timeout => SECONDS)
 # Runs the code in a forked child with STDOUT and STDERR captured.  The
@@ -62,6 +62,32 @@ sub in_child {
         output    => $output,
         timed_out => $timed_out || (($status & 127) == POSIX::SIGALRM()),
     };
+}
+
+# child_case($name, sub { ... }, timeout => SECONDS)
+# Runs the code with in_child and asserts (Test::More) that it finished in
+# time, without a signal, exiting 0.  The child reports by printing
+# "name=value" lines; returns them as a hash, with the whole output
+# under ''.
+sub child_case {
+    my ($name, $code, %opts) = @_;
+    my $r = in_child($code, timeout => $opts{timeout} || 30);
+    Test::More::ok(!$r->{timed_out}, "$name: finished within the time limit");
+    Test::More::is($r->{signal}, 0, "$name: not killed by a signal");
+    Test::More::is($r->{exit}, 0, "$name: exited normally")
+        or Test::More::diag("child output:\n$r->{output}");
+    my %out = ('' => $r->{output});
+    for my $line (split /\n/, $r->{output}) {
+        $out{$1} = $2 if $line =~ /^(\w+)=(.*)\z/;
+    }
+    return \%out;
+}
+
+# The error of a block, on one line, or "" when it did not die.
+sub error_of (&) {
+    my ($code) = @_;
+    local $@;
+    return eval { $code->(); 1 } ? '' : do { (my $e = "$@") =~ s/\n+\z//; $e =~ s/\n/ | /g; $e };
 }
 
 sub have_sys_virt {
