@@ -153,5 +153,36 @@ close $r;
     is(Guard::destroyed(), $before + 1, 'the skipped watch\'s coderef was freed once');
 }
 
+# -- updates reach the loop only when they change something ---------------
+{
+    my $count = sub { my ($what) = @_; scalar grep { $_->[0] eq $what } @{$loop->{calls}} };
+    my $t = Sys::Virt::Event::add_timeout(-1, sub { });
+    my $before = $count->('update_timeout');
+    Sys::Virt::Event::update_timeout($t, -1);
+    is($count->('update_timeout'), $before, 'the same -1 again is not passed on');
+    Sys::Virt::Event::update_timeout($t, 1000) for 1 .. 2;
+    is($count->('update_timeout'), $before + 2,
+       'a positive interval is passed on every time (it restarts the timer)');
+
+    # inside a dispatch, the loop hears of updates once, after it
+    my ($seen_inside, $calls_inside);
+    my $flipper = Sys::Virt::Event::add_timeout(0, sub {
+        Sys::Virt::Event::update_timeout($t, 0);
+        Sys::Virt::Event::update_timeout($t, -1);
+        Sys::Virt::Event::update_timeout($t, 0);
+        $seen_inside = $loop->{timeouts}{$t}{interval};
+        $calls_inside = $count->('update_timeout');
+        Sys::Virt::Event::update_timeout($_[0], -1);   # itself: done
+    });
+    $before = $count->('update_timeout');
+    $loop->run_until(sub { defined $seen_inside }, 2);
+    is($calls_inside, $before, 'no update reaches the loop while it dispatches');
+    is($seen_inside, 1000, '... so the loop still has the old interval there');
+    is($count->('update_timeout'), $before + 2,
+       'after the dispatch, one update per timer that changed');
+    is($loop->{timeouts}{$t}{interval}, 0, '... carrying the last value asked for');
+    Sys::Virt::Event::remove_timeout($_) for $t, $flipper;
+}
+
 ok($loop->idle, 'nothing is left registered');
 done_testing;
