@@ -12,6 +12,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use Lifecycle qw(lifecycle_steps event_recorder);
 use TestUtil qw(have_sys_virt);
 
 BEGIN {
@@ -139,35 +140,9 @@ ok($dom->is_active, 'it is running to begin with');
 
 my @events;
 
-sub recorder {
-    my ($api) = @_;
-    return sub {
-        my ($c, $d, $event, $detail) = @_;
-        # never let an exception unwind through Sys::Virt and libvirt
-        eval {
-            push @events, {
-                api    => $api,
-                uri    => $c->get_uri,
-                name   => $d->get_name,
-                event  => $event,
-                detail => $detail,
-            };
-            1;
-        } or push @events, { api => $api, error => "$@" };
-        return 0;
-    };
-}
+sub recorder { return event_recorder(\@events, @_) }
 
-my @LIFECYCLE = (
-    [destroy => sub { $dom->destroy },
-     Sys::Virt::Domain::EVENT_STOPPED, Sys::Virt::Domain::EVENT_STOPPED_DESTROYED],
-    [create => sub { $dom->create },
-     Sys::Virt::Domain::EVENT_STARTED, Sys::Virt::Domain::EVENT_STARTED_BOOTED],
-    [suspend => sub { $dom->suspend },
-     Sys::Virt::Domain::EVENT_SUSPENDED, Sys::Virt::Domain::EVENT_SUSPENDED_PAUSED],
-    [resume => sub { $dom->resume },
-     Sys::Virt::Domain::EVENT_RESUMED, Sys::Virt::Domain::EVENT_RESUMED_UNPAUSED],
-);
+my @LIFECYCLE = lifecycle_steps($dom);
 
 # Do each lifecycle action and check the one event each produces.
 sub check_lifecycle {
