@@ -158,6 +158,27 @@ sve_record_release(sve_record *rec)
 
 static void sve_queue_free(pTHX_ sve_record *rec);
 
+/*
+ * Drops one hold on a record (its anchor, or one taken for a while by our
+ * own code).  When the last goes from a removed record whose free nobody
+ * asked for, nobody can any more: the queue does it (but nothing runs
+ * once the interpreter is being destroyed).
+ */
+static void
+sve_record_unhold(pTHX_ sve_record *rec)
+{
+    if (--rec->objects == 0 && rec->removed &&
+        !rec->free_done && !rec->free_queued) {
+        dMY_CXT;
+
+        if (MY_CXT.destructing)
+            rec->free_done = TRUE;
+        else
+            sve_queue_free(aTHX_ rec);
+    }
+    sve_record_release(rec);
+}
+
 static int
 sve_mg_free(pTHX_ SV *sv, MAGIC *mg)
 {
@@ -167,19 +188,7 @@ sve_mg_free(pTHX_ SV *sv, MAGIC *mg)
     if (!rec)                   /* a copy made for another thread */
         return 0;
     mg->mg_ptr = NULL;
-    if (--rec->objects == 0 && rec->removed &&
-        !rec->free_done && !rec->free_queued) {
-        dMY_CXT;
-
-        /* Removed, and the implementation dropped every handle without
-         * freeing: nobody else can, so the queue does it (but nothing
-         * runs any more once the interpreter is being destroyed). */
-        if (MY_CXT.destructing)
-            rec->free_done = TRUE;
-        else
-            sve_queue_free(aTHX_ rec);
-    }
-    sve_record_release(rec);
+    sve_record_unhold(aTHX_ rec);
     return 0;
 }
 
@@ -414,7 +423,7 @@ sve_describe(pTHX_ SV *sv)
     if (SvROK(sv)) {
         const char *type = sv_reftype(SvRV(sv), TRUE);
 
-        return sv_2mortal(newSVpvf("%s %s %s", strchr("AEIOU", *type) ? "an" : "a",
+        return sv_2mortal(newSVpvf("%s %s %s", strchr("AEIOUaeiou", *type) ? "an" : "a",
                                    type, SvOBJECT(SvRV(sv)) ? "object" : "reference"));
     }
     if (!SvOK(sv))
@@ -589,6 +598,11 @@ sve_destruct(pTHX_ void *unused)
         SvREFCNT_dec(MY_CXT.methods[i].stash);
         MY_CXT.methods[i].cv = NULL;
         MY_CXT.methods[i].stash = NULL;
+    }
+    while ((rec = MY_CXT.updates)) {
+        MY_CXT.updates = rec->next_update;
+        rec->update_queued = FALSE;
+        sve_record_unhold(aTHX_ rec);
     }
     while ((rec = MY_CXT.pending_head)) {
         MY_CXT.pending_head = rec->next_pending;
@@ -835,8 +849,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
     rec->objects++;
     FREETMPS;
     LEAVE;
-    rec->objects--;
-    sve_record_release(rec);
+    sve_record_unhold(aTHX_ rec);
     return id;
 }
 
@@ -873,6 +886,8 @@ sve_tell_loop(pTHX_ sve_record *rec, int value)
  * from a callback sets a socket's mask to 0 and back: the loop then
  * hears nothing at all.
  */
+static void sve_flush_updates(pTHX);
+
 static void
 sve_update(pTHX_ sve_kind kind, int id, int events_or_ms)
 {
@@ -883,11 +898,18 @@ sve_update(pTHX_ sve_kind kind, int id, int events_or_ms)
      * unknown ids are ignored, as libvirt's own loops do */
     if (!rec)
         return;
+    rec->wanted_value = events_or_ms;
     if (!MY_CXT.dispatching) {
-        sve_tell_loop(aTHX_ rec, events_or_ms);
+        bool listed = rec->update_queued;
+
+        /* a dispatch that died below libvirt left its updates behind:
+         * they go first, this one with its new value */
+        if (MY_CXT.updates)
+            sve_flush_updates(aTHX);
+        if (!listed)
+            sve_tell_loop(aTHX_ rec, events_or_ms);
         return;
     }
-    rec->wanted_value = events_or_ms;
     if (!rec->update_queued) {
         rec->update_queued = TRUE;
         rec->objects++;         /* held while listed */
@@ -913,8 +935,7 @@ sve_flush_updates(pTHX)
             MY_CXT.trampolines--;
             MY_CXT.depth--;
         }
-        rec->objects--;
-        sve_record_release(rec);
+        sve_record_unhold(aTHX_ rec);
     }
 }
 
@@ -958,9 +979,7 @@ sve_remove(pTHX_ sve_kind kind, int id)
         LEAVE;
     }
 
-    if (--rec->objects == 0 && !rec->free_done && !rec->free_queued)
-        sve_queue_free(aTHX_ rec);    /* nobody holds a handle to free it */
-    sve_record_release(rec);
+    sve_record_unhold(aTHX_ rec);
     return result;
 }
 

@@ -168,6 +168,60 @@ child_ok('$@ survives calls that go through the loop', sub {
     print "\$\@ is: $@";
 }, qr/\$\@ is: the program's error/);
 
+child_ok('a timer updated, then removed by a dispatch and dropped by the loop, is freed', sub {
+    $PRELUDE->();
+    {
+        package Guard;
+        our $destroyed = 0;
+        sub new { bless {}, shift }
+        sub DESTROY { $Guard::destroyed++ }
+        package DropLoop;    # forgets a removed timer without freeing it
+        our @ISA = ('TestLoop');
+        sub remove_timeout { my ($self, $t) = @_; delete $self->{timeouts}{$t}; return 0 }
+    }
+    my $loop = DropLoop->new;
+    $loop->register;
+    my $timer = do { my $g = Guard->new; Sys::Virt::Event::add_timeout(-1, sub { $g }) };
+    # dispatched from a watch: the loop holds no handle of the timer then
+    pipe(my $r, my $w) or die "pipe: $!";
+    my $done;
+    my $watch = Sys::Virt::Event::add_handle($w, Sys::Virt::Event::HANDLE_WRITABLE(), sub {
+        return if $done++;
+        Sys::Virt::Event::update_timeout($timer, 5);   # listed for after the dispatch
+        Sys::Virt::Event::remove_timeout($timer);
+    });
+    $loop->run_once(10) for 1 .. 2;
+    Sys::Virt::Event::remove_handle($watch);
+    print "freed $Guard::destroyed\n";
+}, qr/freed 1/);
+
+SKIP: {
+    skip 'Sys::Virt is not installed', 2 unless have_sys_virt();
+    child_ok('updates left behind by a callback that died below libvirt are not replayed', sub {
+        $PRELUDE->();
+        require Sys::Virt;
+        my $loop = TestLoop->new;
+        $loop->register;
+        my $conn = Sys::Virt->new(uri => 'test:///default');
+        my ($n, $die) = (0, 1);
+        $conn->domain_event_register_any(undef, Sys::Virt::Domain::EVENT_ID_LIFECYCLE(),
+                                         sub { $n++; die "boom\n" if $die });
+        my $dom = $conn->get_domain_by_name('test');
+        $dom->suspend;
+        my ($timer) = values %{$loop->{timeouts}};
+        # the callback's die unwinds the dispatch before its updates go out
+        eval { $loop->_run_timeout_callback($timer->{timer}, $timer->{cb}, $timer->{opaque}) };
+        $die = 0;
+        $dom->resume;
+        # a watch the loop dispatches before any timer
+        pipe(my $r, my $w) or die "pipe: $!";
+        my $watch = Sys::Virt::Event::add_handle($w, Sys::Virt::Event::HANDLE_WRITABLE(), sub { });
+        $loop->run_until(sub { $n >= 2 }, 3);
+        Sys::Virt::Event::remove_handle($watch);
+        print "events $n\n";
+    }, qr/events 2/);
+}
+
 SKIP: {
     skip 'perl without ithreads', 2 unless $Config{useithreads};
     child_ok('a thread registers, exits; later threads are refused, not crashed', sub {
