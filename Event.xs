@@ -312,9 +312,17 @@ static int
 sve_int_nomg(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
 {
     IV iv;
+    UV uv;
+    int flags;
 
     if (SvIOK(sv) && !SvIsUV(sv)) {
         iv = SvIVX(sv);
+    } else if (SvPOK(sv) && !SvROK(sv)
+               && (flags = grok_number(SvPVX(sv), SvCUR(sv), &uv)) != 0
+               && (flags & ~IS_NUMBER_NEG) == IS_NUMBER_IN_UV
+               && uv <= (UV)IV_MAX) {
+        /* an integer in a string (a hash key, say): no float parsing */
+        iv = (flags & IS_NUMBER_NEG) ? -(IV)uv : (IV)uv;
     } else if (SvOK(sv) && !SvROK(sv) && looks_like_number(sv)) {
         NV nv = SvNV_nomg(sv);
 
