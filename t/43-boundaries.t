@@ -197,6 +197,9 @@ child_ok('a timer updated, then removed by a dispatch and dropped by the loop, i
 
 SKIP: {
     skip 'Sys::Virt is not installed', 2 unless have_sys_virt();
+    # the die leaks what libvirt's unwound frames would have released
+    skip 'this case leaks libvirt memory on purpose; not run under memcheck', 2
+        if $ENV{SVE_UNDER_MEMCHECK};
     child_ok('updates left behind by a callback that died below libvirt are not replayed', sub {
         $PRELUDE->();
         require Sys::Virt;
