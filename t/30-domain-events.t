@@ -147,18 +147,9 @@ my @LIFECYCLE = lifecycle_steps($dom);
 # Do each lifecycle action and check the one event each produces.
 sub check_lifecycle {
     my ($api) = @_;
-    for my $step (@LIFECYCLE) {
-        my ($action, $do, $event, $detail) = @$step;
-        @events = ();
-        $do->();
-        ok($loop->run_until(sub { @events }, 5),
-           "$api: $action: an event arrives through the loop");
-        is(scalar @events, 1, "$api: $action: exactly one event");
-        is_deeply($events[0],
-                  { api => $api, uri => $URI, name => $DOM,
-                    event => $event, detail => $detail },
-                  "$api: $action: connection, domain, event and detail");
-    }
+    Lifecycle::check_lifecycle(api => $api, steps => \@LIFECYCLE, events => \@events,
+                               run_until => sub { $loop->run_until(@_) }, through => 'the loop',
+                               uri => $URI, domain => $DOM);
 }
 
 # After a deregistration: actions produce nothing, within a bounded wait.

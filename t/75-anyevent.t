@@ -18,6 +18,7 @@ use Test::More;
 use IPC::Open3 ();
 use Scalar::Util qw(refaddr);
 use TestUtil qw(in_child have_sys_virt);
+use Lifecycle ();
 
 # The backend under test; t/76-anyevent-perl-backend.t sets 'Perl'.
 our $MODEL;
@@ -586,16 +587,7 @@ SKIP: {
         });
     ok(!$loop->is_idle, 'registering for events put libvirt\'s timer in the loop');
 
-    my @steps = (
-        [destroy => sub { $dom->destroy },
-         Sys::Virt::Domain::EVENT_STOPPED(), Sys::Virt::Domain::EVENT_STOPPED_DESTROYED()],
-        [create => sub { $dom->create },
-         Sys::Virt::Domain::EVENT_STARTED(), Sys::Virt::Domain::EVENT_STARTED_BOOTED()],
-        [suspend => sub { $dom->suspend },
-         Sys::Virt::Domain::EVENT_SUSPENDED(), Sys::Virt::Domain::EVENT_SUSPENDED_PAUSED()],
-        [resume => sub { $dom->resume },
-         Sys::Virt::Domain::EVENT_RESUMED(), Sys::Virt::Domain::EVENT_RESUMED_UNPAUSED()],
-    );
+    my @steps = Lifecycle::lifecycle_steps($dom);
     for my $step (@steps) {
         my ($action, $do, $event, $detail) = @$step;
         @events = ();

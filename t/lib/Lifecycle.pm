@@ -9,7 +9,7 @@ use warnings;
 
 use Exporter 'import';
 
-our @EXPORT_OK = qw(lifecycle_steps event_recorder);
+our @EXPORT_OK = qw(lifecycle_steps event_recorder check_lifecycle);
 
 # [name, action, expected event, expected detail] for each step, in an
 # order that brings a running domain back to running.
@@ -46,6 +46,29 @@ sub event_recorder {
         } or push @$events, { api => $api, error => "$@" };
         return 0;
     };
+}
+
+# check_lifecycle(api => NAME, steps => [lifecycle_steps], events => \@events,
+#                 run_until => sub { my ($cond, $seconds) = @_; ... },
+#                 through => 'the loop', uri => URI, domain => NAME)
+# Does each step and asserts (Test::More) the one event it produces, as
+# recorded by event_recorder.
+sub check_lifecycle {
+    my (%a) = @_;
+    my ($api, $events) = @a{qw(api events)};
+    for my $step (@{$a{steps}}) {
+        my ($action, $do, $event, $detail) = @$step;
+        @$events = ();
+        $do->();
+        Test::More::ok($a{run_until}->(sub { @$events }, 5),
+                       "$api: $action: an event arrives through $a{through}");
+        Test::More::is(scalar @$events, 1, "$api: $action: exactly one event");
+        Test::More::is_deeply($events->[0],
+                              { api => $api, uri => $a{uri}, name => $a{domain},
+                                event => $event, detail => $detail },
+                              "$api: $action: connection, domain, event and detail");
+    }
+    return;
 }
 
 1;
