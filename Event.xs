@@ -85,6 +85,8 @@ typedef struct {
     U32 gen;                    /* perl's method cache generation then */
 } sve_method_cache;
 
+#define SVE_N_SPARE_IVS 3
+
 typedef struct {
     SV *impl;                   /* the registered object (a reference) */
     sve_method_cache methods[SVE_N_METHODS];
@@ -97,6 +99,7 @@ typedef struct {
     sve_idmap records[2];       /* live records by id, per sve_kind */
     sve_idmap publics[2];       /* public watches/timers by id, per sve_kind */
     SV *failure;                /* why the last trampoline returned -1 */
+    SV *spare_ivs[SVE_N_SPARE_IVS]; /* see sve_iv_arg */
     bool destructing;           /* the interpreter is going away */
 } my_cxt_t;
 
@@ -271,8 +274,8 @@ sve_anchor_magic(SV *sv)
  * touching what the value points at.
  */
 static sve_record *
-sve_record_from_sv(pTHX_ SV *sv, sve_role role, int kind,
-                   const char *func, const char *arg)
+sve_record_from_sv_slow(pTHX_ SV *sv, sve_role role, int kind,
+                        const char *func, const char *arg)
 {
     MAGIC *mg = NULL;
     sve_record *rec;
@@ -300,6 +303,33 @@ sve_record_from_sv(pTHX_ SV *sv, sve_role role, int kind,
         croak("%s: %s belongs to a %s, not a %s", func, arg,
               sve_kind_name[rec->kind], sve_kind_name[kind]);
     return rec;
+}
+
+/* The same, inline for the dispatch XSUBs: a handle as we made it is
+ * recognised in a few loads (read-only links that cannot carry magic,
+ * then the anchor with our magic first); anything else, including a
+ * handle behind get magic, takes the full check above. */
+PERL_STATIC_INLINE sve_record *
+sve_record_from_sv(pTHX_ SV *sv, sve_role role, int kind,
+                   const char *func, const char *arg)
+{
+    if (SvROK(sv) && !SvGMAGICAL(sv)) {
+        SV *target = SvRV(sv);
+        int depth = SVE_ROLE_CB;
+        MAGIC *mg;
+
+        while (depth < (int)role && SvROK(target) && SvREADONLY(target) &&
+               SvTYPE(target) < SVt_PVMG) {
+            target = SvRV(target);
+            depth++;
+        }
+        if (depth == (int)role && SvTYPE(target) == SVt_PVMG &&
+            (mg = SvMAGIC(target)) && mg->mg_virtual == &sve_vtbl &&
+            mg->mg_type == PERL_MAGIC_ext && mg->mg_ptr &&
+            (kind < 0 || ((sve_record *)mg->mg_ptr)->kind == (sve_kind)kind))
+            return (sve_record *)mg->mg_ptr;
+    }
+    return sve_record_from_sv_slow(aTHX_ sv, role, kind, func, arg);
 }
 
 /* ------------------------------------------------------------------ */
@@ -343,9 +373,14 @@ sve_int_nomg(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
     return 0;                   /* not reached */
 }
 
-static int
+/* Inline, as the typemap's conversion: a plain integer in range is
+ * taken without a call. */
+PERL_STATIC_INLINE int
 sve_int_from_sv(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
 {
+    if ((SvFLAGS(sv) & (SVf_IOK | SVf_IVisUV | SVs_GMG)) == SVf_IOK &&
+        SvIVX(sv) >= min && SvIVX(sv) <= max)
+        return (int)SvIVX(sv);
     SvGETMAGIC(sv);
     return sve_int_nomg(aTHX_ sv, min, max, func, arg);
 }
@@ -452,7 +487,10 @@ sve_describe(pTHX_ SV *sv)
  *
  * Returns FALSE when the code died, with a mortal copy of the exception
  * in *err.  In scalar context, *ret is the result: a temporary of the
- * caller's SAVETMPS scope.
+ * caller's SAVETMPS scope.  In void context the called code's temporaries
+ * are freed before returning.  That is done here rather than with
+ * G_DISCARD, whose scope costs a save stack round trip: nothing can
+ * unwind past this frame (G_EVAL), so the tmps floor is restored by hand.
  */
 static bool
 sve_call(pTHX_ SV *code, const char *method, SV *invocant, SV **args, int nargs,
@@ -460,9 +498,12 @@ sve_call(pTHX_ SV *code, const char *method, SV *invocant, SV **args, int nargs,
 {
     dSP;
     SV *saved = SVE_ERRSV_SET() ? sv_2mortal(newSVsv(ERRSV)) : NULL;
+    const SSize_t tmps_floor = PL_tmps_floor;
     bool died;
     int i;
 
+    if (context == G_VOID)
+        PL_tmps_floor = PL_tmps_ix;
     PUSHSTACKi(PERLSI_MAGIC);
     PUSHMARK(SP);
     EXTEND(SP, nargs + 1);
@@ -480,6 +521,10 @@ sve_call(pTHX_ SV *code, const char *method, SV *invocant, SV **args, int nargs,
         *ret = POPs;
     PUTBACK;
     POPSTACK;
+    if (context == G_VOID) {
+        FREETMPS;
+        PL_tmps_floor = tmps_floor;
+    }
     died = SVE_ERRSV_SET();
     if (died)
         *err = sv_2mortal(newSVsv(ERRSV));
@@ -488,6 +533,38 @@ sve_call(pTHX_ SV *code, const char *method, SV *invocant, SV **args, int nargs,
     else if (died)
         sv_setpvs(ERRSV, "");
     return !died;
+}
+
+/*
+ * Integer arguments of calls into Perl are made from a few spare SVs, used
+ * again from call to call: allocating and freeing them was a fifth of a
+ * dispatch.  An SV is taken out of its slot for the call (a nested call
+ * finds the slot empty and allocates), and goes back only if the call left
+ * it exactly as it was made, a plain integer that nothing else holds;
+ * otherwise it is released as a fresh one would have been.
+ */
+#define SVE_PLAIN_IV_FLAGS (SVt_IV | SVf_IOK | SVp_IOK)
+
+static SV *
+sve_iv_arg(pTHX_ my_cxt_t *cxt, int slot, IV value)
+{
+    SV *sv = cxt->spare_ivs[slot];
+
+    if (!sv)
+        return newSViv(value);
+    cxt->spare_ivs[slot] = NULL;
+    SvIV_set(sv, value);
+    return sv;
+}
+
+static void
+sve_iv_arg_done(pTHX_ my_cxt_t *cxt, int slot, SV *sv)
+{
+    if (!cxt->spare_ivs[slot] && !cxt->destructing &&
+        SvREFCNT(sv) == 1 && SvFLAGS(sv) == SVE_PLAIN_IV_FLAGS)
+        cxt->spare_ivs[slot] = sv;
+    else
+        SvREFCNT_dec_NN(sv);
 }
 
 /*
@@ -509,7 +586,7 @@ sve_report(pTHX_ SV *err, SV *where, bool died)
     args[1] = where;
     args[2] = died ? &PL_sv_yes : &PL_sv_no;
     if (!report || !sve_call(aTHX_ (SV *)report, NULL, NULL, args, 3,
-                             G_VOID | G_DISCARD, NULL, &report_err))
+                             G_VOID, NULL, &report_err))
         PerlIO_printf(PerlIO_stderr(),
                       "Sys::Virt::Event: %" SVf "%s: %" SVf
                       " (and reporting it failed: %" SVf ")\n",
@@ -596,6 +673,10 @@ sve_destruct(pTHX_ void *unused)
 
     PERL_UNUSED_ARG(unused);
     MY_CXT.destructing = TRUE;
+    for (i = 0; i < SVE_N_SPARE_IVS; i++) {
+        SvREFCNT_dec(MY_CXT.spare_ivs[i]);
+        MY_CXT.spare_ivs[i] = NULL;
+    }
 #ifdef MULTIPLICITY
     /* a later interpreter may be allocated at the same address */
     if (sve_owner == aTHX)
@@ -1095,15 +1176,14 @@ typedef struct {
 #endif
 
 /*
- * Calls the coderef with up to three integers.  The argument SVs are not
- * mortal (freed right after the call, or kept alive by the callback if it
- * took references to @_); the callback's own temporaries go with
- * G_DISCARD.  The coderef is held for the call: a nested loop iteration
+ * Calls the coderef with up to three integers (see sve_iv_arg), in void
+ * context.  The coderef is held for the call: a nested loop iteration
  * inside the callback may run this watch's free function.
  */
 static void
 sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2)
 {
+    dMY_CXT;
     const int vals[3] = { a0, a1, a2 };
     const sve_kind kind = pub->kind;
     const int id = pub->id;
@@ -1114,10 +1194,10 @@ sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2)
     int i;
 
     for (i = 0; i < nargs; i++)
-        args[i] = newSViv(vals[i]);
-    ok = sve_call(aTHX_ code, NULL, NULL, args, nargs, G_VOID | G_DISCARD, NULL, &err);
+        args[i] = sve_iv_arg(aTHX_ &MY_CXT, i, vals[i]);
+    ok = sve_call(aTHX_ code, NULL, NULL, args, nargs, G_VOID, NULL, &err);
     for (i = 0; i < nargs; i++)
-        SvREFCNT_dec(args[i]);
+        sve_iv_arg_done(aTHX_ &MY_CXT, i, args[i]);
     SvREFCNT_dec(code);
     if (!ok) {
         ENTER;
@@ -1298,10 +1378,12 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
  * libvirt frame counted on the stack, then run frees that became due.
  * libvirt's own callbacks may call Perl code that dies without an eval
  * (Sys::Virt's event callbacks do): the save stack then restores the
- * depth.  Dispatching while libvirt is calling the loop (from inside
- * add_handle or remove_timeout, say) would re-enter libvirt with its
- * locks held: refused. */
-#define SVE_DISPATCH(func, call) STMT_START {                   \
+ * depth.  Our own callbacks (public watches, OURS true) catch every error
+ * themselves, so plain counters do for them, as in the trampolines: the
+ * save stack was a tenth of their dispatch.  Dispatching while libvirt is
+ * calling the loop (from inside add_handle or remove_timeout, say) would
+ * re-enter libvirt with its locks held: refused. */
+#define SVE_DISPATCH(func, ours, call) STMT_START {             \
         dMY_CXT;                                                \
         if (MY_CXT.trampolines)                                 \
             croak("%s: called while libvirt is calling the event " \
@@ -1311,13 +1393,21 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
             sve_run_pending(aTHX);                              \
         if (MY_CXT.updates)     /* a nested dispatch: catch up */ \
             sve_flush_updates(aTHX);                            \
-        ENTER;                                                  \
-        SAVEINT(MY_CXT.depth);                                  \
-        SAVEINT(MY_CXT.dispatching);                            \
-        MY_CXT.depth++;                                         \
-        MY_CXT.dispatching++;                                   \
-        call;                                                   \
-        LEAVE;                                                  \
+        if (ours) {                                             \
+            MY_CXT.depth++;                                     \
+            MY_CXT.dispatching++;                               \
+            call;                                               \
+            MY_CXT.dispatching--;                               \
+            MY_CXT.depth--;                                     \
+        } else {                                                \
+            ENTER;                                              \
+            SAVEINT(MY_CXT.depth);                              \
+            SAVEINT(MY_CXT.dispatching);                        \
+            MY_CXT.depth++;                                     \
+            MY_CXT.dispatching++;                               \
+            call;                                               \
+            LEAVE;                                              \
+        }                                                       \
         if (MY_CXT.dispatching == 0 && MY_CXT.updates)          \
             sve_flush_updates(aTHX);                            \
         if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
@@ -1447,8 +1537,13 @@ _run_handle_callback(self, watch, fd, events, cb, opaque)
     if (fd != cb->fd)
         croak("Sys::Virt::Event::_run_handle_callback: $fd is %d but "
               "watch %d is on fd %d", fd, cb->id, cb->fd);
-    SVE_DISPATCH("Sys::Virt::Event::_run_handle_callback",
-                 cb->cb.handle(watch, fd, events, cb->opaque));
+    if (cb->cb.handle == sve_public_handle_cb)
+        SVE_DISPATCH("Sys::Virt::Event::_run_handle_callback", TRUE,
+                     sve_public_call(aTHX_ (sve_public *)cb->opaque, 3,
+                                     watch, fd, events));
+    else
+        SVE_DISPATCH("Sys::Virt::Event::_run_handle_callback", FALSE,
+                     cb->cb.handle(watch, fd, events, cb->opaque));
 
 void
 _run_timeout_callback(self, timer, cb, opaque)
@@ -1466,8 +1561,13 @@ _run_timeout_callback(self, timer, cb, opaque)
     if (timer != cb->id)
         croak("Sys::Virt::Event::_run_timeout_callback: $timer is %d but "
               "$cb belongs to timer %d", timer, cb->id);
-    SVE_DISPATCH("Sys::Virt::Event::_run_timeout_callback",
-                 cb->cb.timeout(timer, cb->opaque));
+    if (cb->cb.timeout == sve_public_timeout_cb)
+        SVE_DISPATCH("Sys::Virt::Event::_run_timeout_callback", TRUE,
+                     sve_public_call(aTHX_ (sve_public *)cb->opaque, 1,
+                                     timer, 0, 0));
+    else
+        SVE_DISPATCH("Sys::Virt::Event::_run_timeout_callback", FALSE,
+                     cb->cb.timeout(timer, cb->opaque));
 
 void
 _free_callback_opaque(self, ff, opaque)
