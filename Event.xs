@@ -85,7 +85,7 @@ typedef struct {
     U32 gen;                    /* perl's method cache generation then */
 } sve_method_cache;
 
-#define SVE_N_SPARE_IVS 3
+#define SVE_N_SPARE_ARGS 5       /* the most a call takes: add_handle's */
 
 typedef struct {
     SV *impl;                   /* the registered object (a reference) */
@@ -99,7 +99,7 @@ typedef struct {
     sve_idmap records[2];       /* live records by id, per sve_kind */
     sve_idmap publics[2];       /* public watches/timers by id, per sve_kind */
     SV *failure;                /* why the last trampoline returned -1 */
-    SV *spare_ivs[SVE_N_SPARE_IVS]; /* see sve_iv_arg */
+    SV *spare_args[SVE_N_SPARE_ARGS]; /* see sve_arg_take */
     bool destructing;           /* the interpreter is going away */
 } my_cxt_t;
 
@@ -219,21 +219,22 @@ static MGVTBL sve_vtbl = {
 };
 
 /*
- * The three handles of a record, as mortal references.  They share one
- * anchor SV carrying the magic (one allocation of each kind instead of
- * three, on the path of every add), and a handle's role is the number of
- * references between it and the anchor: $cb -> anchor, $opaque -> link
- * -> anchor, $ff -> link -> link -> anchor.  The links are read-only, so
- * a chain built in Perl (\$cb) is not taken for a handle.  Unblessed:
- * blessing would make every add and free pay for a DESTROY lookup.
+ * What the three handles of a record refer to.  They share one anchor SV
+ * carrying the magic, and a handle's role is the number of references
+ * between it and the anchor: $cb -> anchor, $opaque -> link -> anchor,
+ * $ff -> link' -> link -> anchor (the two chains share their last link).
+ * The links are read-only, so a chain built in Perl (\$cb) is not taken
+ * for a handle.  Unblessed: blessing would make every add and free pay
+ * for a DESTROY lookup.  The caller owns one reference to each target,
+ * for the handle it makes of it (see sve_arg_rv_noinc).
  */
 static void
-sve_handle_objects(pTHX_ sve_record *rec, SV **handles)
+sve_handle_targets(pTHX_ sve_record *rec, SV **targets)
 {
     SV *anchor = newSV_type(SVt_PVMG);
     MAGIC *mg = sv_magicext(anchor, NULL, PERL_MAGIC_ext, &sve_vtbl,
                             (const char *)rec, 0);
-    int role, depth;
+    SV *link, *ff_link;
 
 #ifdef USE_ITHREADS
     mg->mg_flags |= MGf_DUP;
@@ -242,16 +243,13 @@ sve_handle_objects(pTHX_ sve_record *rec, SV **handles)
 #endif
     SvREADONLY_on(anchor);
     rec->objects++;
-    for (role = SVE_ROLE_CB; role <= SVE_ROLE_FF; role++) {
-        SV *link = SvREFCNT_inc_simple_NN(anchor);
-
-        for (depth = SVE_ROLE_CB; depth < role; depth++) {
-            link = newRV_noinc(link);
-            SvREADONLY_on(link);
-        }
-        handles[role - SVE_ROLE_CB] = sv_2mortal(newRV_noinc(link));
-    }
-    SvREFCNT_dec(anchor);       /* the three chains hold it now */
+    link = newRV_inc(anchor);
+    SvREADONLY_on(link);
+    ff_link = newRV_inc(link);
+    SvREADONLY_on(ff_link);
+    targets[SVE_ROLE_CB - 1] = anchor;
+    targets[SVE_ROLE_OPAQUE - 1] = link;
+    targets[SVE_ROLE_FF - 1] = ff_link;
 }
 
 static MAGIC *
@@ -536,35 +534,75 @@ sve_call(pTHX_ SV *code, const char *method, SV *invocant, SV **args, int nargs,
 }
 
 /*
- * Integer arguments of calls into Perl are made from a few spare SVs, used
- * again from call to call: allocating and freeing them was a fifth of a
- * dispatch.  An SV is taken out of its slot for the call (a nested call
- * finds the slot empty and allocates), and goes back only if the call left
- * it exactly as it was made, a plain integer that nothing else holds;
- * otherwise it is released as a fresh one would have been.
+ * The arguments of calls into Perl (integers, and the references that are
+ * handles) are made from a few spare SVs, used again from call to call:
+ * allocating and freeing them was a fifth of a dispatch.  Each argument
+ * position has a slot.  An SV is taken out of its slot for the call (a
+ * nested call finds the slot empty and allocates), and goes back only if
+ * the call left it exactly as it was made, an integer or a reference that
+ * nothing else holds; otherwise it is released as a fresh one would be.
  */
-#define SVE_PLAIN_IV_FLAGS (SVt_IV | SVf_IOK | SVp_IOK)
+#define SVE_ARG_IV_FLAGS (SVt_IV | SVf_IOK | SVp_IOK)
+#define SVE_ARG_RV_FLAGS (SVt_IV | SVf_ROK)
 
-static SV *
-sve_iv_arg(pTHX_ my_cxt_t *cxt, int slot, IV value)
+PERL_STATIC_INLINE SV *
+sve_arg_take(pTHX_ my_cxt_t *cxt, int slot)
 {
-    SV *sv = cxt->spare_ivs[slot];
+    SV *sv = cxt->spare_args[slot];
 
     if (!sv)
-        return newSViv(value);
-    cxt->spare_ivs[slot] = NULL;
-    SvIV_set(sv, value);
+        return newSV_type(SVt_IV);
+    cxt->spare_args[slot] = NULL;
     return sv;
 }
 
-static void
-sve_iv_arg_done(pTHX_ my_cxt_t *cxt, int slot, SV *sv)
+PERL_STATIC_INLINE SV *
+sve_arg_iv(pTHX_ my_cxt_t *cxt, int slot, IV value)
 {
-    if (!cxt->spare_ivs[slot] && !cxt->destructing &&
-        SvREFCNT(sv) == 1 && SvFLAGS(sv) == SVE_PLAIN_IV_FLAGS)
-        cxt->spare_ivs[slot] = sv;
-    else
+    SV *sv = sve_arg_take(aTHX_ cxt, slot);
+
+    SvIV_set(sv, value);
+    SvFLAGS(sv) = SVE_ARG_IV_FLAGS;
+    return sv;
+}
+
+/* A reference to TARGET, taking over one reference count the caller owns. */
+PERL_STATIC_INLINE SV *
+sve_arg_rv_noinc(pTHX_ my_cxt_t *cxt, int slot, SV *target)
+{
+    SV *sv = sve_arg_take(aTHX_ cxt, slot);
+
+    SvRV_set(sv, target);
+    SvFLAGS(sv) = SVE_ARG_RV_FLAGS;
+    return sv;
+}
+
+PERL_STATIC_INLINE void
+sve_arg_done(pTHX_ my_cxt_t *cxt, int slot, SV *sv)
+{
+    SV *target = NULL;
+
+    if (cxt->spare_args[slot] || cxt->destructing || SvREFCNT(sv) != 1 ||
+        (SvFLAGS(sv) != SVE_ARG_IV_FLAGS && SvFLAGS(sv) != SVE_ARG_RV_FLAGS)) {
         SvREFCNT_dec_NN(sv);
+        return;
+    }
+    if (SvROK(sv)) {
+        target = SvRV(sv);
+        SvRV_set(sv, NULL);
+    }
+    SvFLAGS(sv) = SVt_IV;
+    cxt->spare_args[slot] = sv;
+    SvREFCNT_dec(target);       /* last: it may free a handle's record */
+}
+
+PERL_STATIC_INLINE void
+sve_args_done(pTHX_ my_cxt_t *cxt, SV **args, int nargs)
+{
+    int i;
+
+    for (i = 0; i < nargs; i++)
+        sve_arg_done(aTHX_ cxt, i, args[i]);
 }
 
 /*
@@ -673,9 +711,9 @@ sve_destruct(pTHX_ void *unused)
 
     PERL_UNUSED_ARG(unused);
     MY_CXT.destructing = TRUE;
-    for (i = 0; i < SVE_N_SPARE_IVS; i++) {
-        SvREFCNT_dec(MY_CXT.spare_ivs[i]);
-        MY_CXT.spare_ivs[i] = NULL;
+    for (i = 0; i < SVE_N_SPARE_ARGS; i++) {
+        SvREFCNT_dec(MY_CXT.spare_args[i]);
+        MY_CXT.spare_args[i] = NULL;
     }
 #ifdef MULTIPLICITY
     /* a later interpreter may be allocated at the same address */
@@ -856,8 +894,9 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
     dMY_CXT;
     sve_method method = kind == SVE_KIND_HANDLE ? SVE_ADD_HANDLE : SVE_ADD_TIMEOUT;
     sve_record *rec;
-    SV *args[5];
-    int nargs = 0;
+    SV *args[SVE_N_SPARE_ARGS];
+    SV *targets[3];
+    int nargs = 0, i;
     SV *ret;
     int id = -1;
 
@@ -878,11 +917,15 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
 
     ENTER;
     SAVETMPS;
-    if (kind == SVE_KIND_HANDLE)
-        args[nargs++] = sv_2mortal(newSViv(fd));
-    args[nargs++] = sv_2mortal(newSViv(events_or_ms));
-    sve_handle_objects(aTHX_ rec, &args[nargs]);
-    nargs += 3;
+    if (kind == SVE_KIND_HANDLE) {
+        args[nargs] = sve_arg_iv(aTHX_ &MY_CXT, nargs, fd);
+        nargs++;
+    }
+    args[nargs] = sve_arg_iv(aTHX_ &MY_CXT, nargs, events_or_ms);
+    nargs++;
+    sve_handle_targets(aTHX_ rec, targets);
+    for (i = 0; i < 3; i++, nargs++)
+        args[nargs] = sve_arg_rv_noinc(aTHX_ &MY_CXT, nargs, targets[i]);
 
     ret = sve_call_impl(aTHX_ method, args, nargs);
     if (ret) {
@@ -934,8 +977,9 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
         rec->ff = NULL;
         rec->opaque = NULL;
     }
-    /* keep the record while the temporaries that point at it go away */
+    /* keep the record while the arguments that point at it go away */
     rec->objects++;
+    sve_args_done(aTHX_ &MY_CXT, args, nargs);
     FREETMPS;
     LEAVE;
     sve_record_unhold(aTHX_ rec);
@@ -950,6 +994,7 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
 static void
 sve_tell_loop(pTHX_ sve_record *rec, int value)
 {
+    dMY_CXT;
     SV *args[2];
 
     if (value == rec->loop_value && (rec->kind == SVE_KIND_HANDLE || value <= 0))
@@ -959,10 +1004,11 @@ sve_tell_loop(pTHX_ sve_record *rec, int value)
         return;
     ENTER;
     SAVETMPS;
-    args[0] = sv_2mortal(newSViv(rec->id));
-    args[1] = sv_2mortal(newSViv(value));
+    args[0] = sve_arg_iv(aTHX_ &MY_CXT, 0, rec->id);
+    args[1] = sve_arg_iv(aTHX_ &MY_CXT, 1, value);
     sve_call_impl(aTHX_ rec->kind == SVE_KIND_HANDLE ? SVE_UPDATE_HANDLE : SVE_UPDATE_TIMEOUT,
                   args, 2);
+    sve_args_done(aTHX_ &MY_CXT, args, 2);
     FREETMPS;
     LEAVE;
 }
@@ -1050,12 +1096,13 @@ sve_remove(pTHX_ sve_kind kind, int id)
         SV *args[1];
         SV *ret;
 
-        ENTER;
-        SAVETMPS;
-        args[0] = sv_2mortal(newSViv(id));
         sve_method method = kind == SVE_KIND_HANDLE ? SVE_REMOVE_HANDLE : SVE_REMOVE_TIMEOUT;
 
+        ENTER;
+        SAVETMPS;
+        args[0] = sve_arg_iv(aTHX_ &MY_CXT, 0, id);
         ret = sve_call_impl(aTHX_ method, args, 1);
+        sve_args_done(aTHX_ &MY_CXT, args, 1);
         if (!ret) {
             result = -1;
         } else if (SvOK(ret) && !SvROK(ret) && looks_like_number(ret) && SvNV(ret) < 0) {
@@ -1176,7 +1223,7 @@ typedef struct {
 #endif
 
 /*
- * Calls the coderef with up to three integers (see sve_iv_arg), in void
+ * Calls the coderef with up to three integers (see sve_arg_take), in void
  * context.  The coderef is held for the call: a nested loop iteration
  * inside the callback may run this watch's free function.
  */
@@ -1194,10 +1241,9 @@ sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2)
     int i;
 
     for (i = 0; i < nargs; i++)
-        args[i] = sve_iv_arg(aTHX_ &MY_CXT, i, vals[i]);
+        args[i] = sve_arg_iv(aTHX_ &MY_CXT, i, vals[i]);
     ok = sve_call(aTHX_ code, NULL, NULL, args, nargs, G_VOID, NULL, &err);
-    for (i = 0; i < nargs; i++)
-        sve_iv_arg_done(aTHX_ &MY_CXT, i, args[i]);
+    sve_args_done(aTHX_ &MY_CXT, args, nargs);
     SvREFCNT_dec(code);
     if (!ok) {
         ENTER;
