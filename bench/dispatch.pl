@@ -12,6 +12,8 @@ use strict;
 use warnings;
 
 use Digest::MD5 ();
+use File::Basename ();
+use File::Spec ();
 use Getopt::Long ();
 use POSIX ();
 use Time::HiRes qw(clock_gettime CLOCK_PROCESS_CPUTIME_ID);
@@ -43,6 +45,17 @@ my $XS_OBJECT = do {
     $so ? sprintf('%s (md5 %s, %d bytes, modified %s)', $so, $md5, $st[7] // 0,
                   POSIX::strftime('%Y-%m-%d %H:%M:%S', localtime($st[9] // 0)))
         : 'unknown';
+};
+
+# The call floors (bench/callfloor), when they have been built: the
+# cheapest XSUBs that call a coderef, with and without the protection a
+# dispatch needs.  The same object serves this build's runs and the
+# system's.
+my $FLOOR = do {
+    my $dir = File::Spec->catdir(File::Basename::dirname(File::Spec->rel2abs(__FILE__)),
+                                 'callfloor', 'blib');
+    local @INC = (File::Spec->catdir($dir, 'arch'), File::Spec->catdir($dir, 'lib'), @INC);
+    eval { require Bench::CallFloor; Bench::CallFloor->new };
 };
 
 # A minimal event loop, kept as simply as a real one keeps its watches:
@@ -154,6 +167,8 @@ printf "sys_virt: %s\n", $INC{'Sys/Virt.pm'}
     ? "$Sys::Virt::VERSION $INC{'Sys/Virt.pm'}" : 'not loaded';
 printf "perl: %vd %s\n", $^V, $^X;
 print "empty_xsub_is: utf8::is_utf8(\$string)\n";
+print $FLOOR ? "call_floors: $INC{'Bench/CallFloor.pm'}\n"
+    : "# call floors: not built (cd bench/callfloor && perl Makefile.PL && make)\n";
 
 my $loop = Bench::Loop->new;
 $loop->register;
@@ -215,6 +230,26 @@ my @one = (
                                                    $dummy_opaque, $dummy_ff));
         }
     }],
+    ($FLOOR ? (
+        [floor_handle_call => sub {
+            my ($n) = @_;
+            my ($w, $d, $ev, undef, $op) = @$handle;
+            for (1 .. $n) { $FLOOR->handle_unprotected($w, $d, $ev, $empty, $op) }
+        }],
+        [floor_handle_protected => sub {
+            my ($n) = @_;
+            my ($w, $d, $ev, undef, $op) = @$handle;
+            for (1 .. $n) { $FLOOR->handle_protected($w, $d, $ev, $empty, $op) }
+        }],
+        [floor_timer_call => sub {
+            my ($n) = @_;
+            for (1 .. $n) { $FLOOR->timer_unprotected($timer, $empty, $topaque) }
+        }],
+        [floor_timer_protected => sub {
+            my ($n) = @_;
+            for (1 .. $n) { $FLOOR->timer_protected($timer, $empty, $topaque) }
+        }],
+    ) : ()),
     # the loop of the scaling figures below, on the only watch
     [dispatch_1_watch => sub {
         my ($n) = @_;
@@ -248,6 +283,16 @@ $median{churn_glue} = $median{churn} - $median{churn_impl};
 for my $name (qw(handle_dispatch timer_dispatch churn churn_impl churn_glue)) {
     for my $floor (qw(empty_perl_sub empty_xsub)) {
         printf "%s/%s: %.2f\n", $name, $floor, $median{$name} / $median{$floor};
+    }
+}
+if ($FLOOR) {
+    for my $kind (qw(handle timer)) {
+        for my $floor ("floor_${kind}_call", "floor_${kind}_protected") {
+            printf "%s_dispatch/%s: %.2f\n", $kind, $floor,
+                $median{"${kind}_dispatch"} / $median{$floor};
+        }
+        printf "%s_dispatch_above_protected_floor: %.1f ns/op\n", $kind,
+            $median{"${kind}_dispatch"} - $median{"floor_${kind}_protected"};
     }
 }
 
