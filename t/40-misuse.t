@@ -30,6 +30,7 @@ use FindBin ();
 use lib "$FindBin::Bin/lib";
 
 use Config;
+use POSIX ();
 use Test::More;
 
 use Sys::Virt::Event qw(:constants);
@@ -296,6 +297,22 @@ my @ROWS = (
           open(my $fh, '<', '/dev/null') or die "open: $!";
           my $fd = fileno $fh;
           close $fh;
+          Sys::Virt::Event::add_handle($fd, HANDLE_READABLE, sub { });
+      },
+      expect => qr/^Sys::Virt::Event::add_handle: \$fd \(\d+\) is not an open file descriptor/ },
+    { name   => 'add_handle with a descriptor no Perl filehandle holds (POSIX::open)',
+      code   => sub {
+          my $fd = POSIX::open('/dev/null', POSIX::O_RDONLY()) // die "open: $!";
+          my $watched = with_watch(sub { $_[1]{fd} }, fd => $fd);
+          POSIX::close($fd);
+          return ($watched, $fd);
+      },
+      expect => 'accepted: the kernel says it is open',
+      check  => sub { is($_[0], $_[1], 'the loop watches that descriptor') } },
+    { name   => 'add_handle with a descriptor closed by POSIX::close',
+      code   => sub {
+          my $fd = POSIX::open('/dev/null', POSIX::O_RDONLY()) // die "open: $!";
+          POSIX::close($fd);
           Sys::Virt::Event::add_handle($fd, HANDLE_READABLE, sub { });
       },
       expect => qr/^Sys::Virt::Event::add_handle: \$fd \(\d+\) is not an open file descriptor/ },

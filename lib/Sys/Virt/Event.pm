@@ -278,7 +278,11 @@ This method returns the watch identifier which can be used to update or
 remove the watch.  The coderef is copied: reassigning the caller's
 variable changes nothing.  Croaks on a closed descriptor, unknown mask
 bits, a value that is not a CODE reference, or when the event loop
-refuses the watch (the message says why).
+refuses the watch (the message says why).  A descriptor that a Perl
+filehandle holds is taken as open without asking the kernel; one closed
+behind its filehandle's back (C<POSIX::close(fileno $fh)>) is not noticed
+here: the watch is added, and what it reports is up to the loop
+(libvirt's default loop calls it as readable).
 
 =head2 Sys::Virt::Event::update_handle($watch, $events)
 
