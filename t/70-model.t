@@ -155,10 +155,15 @@ sub release_holder {
             # the smallest number not live: libvirt only needs uniqueness
             $id = 1;
             $id++ while $self->{$kind}{$id};
+        } elsif ($plan->{scatter}) {
+            # any number not live: ids far apart and colliding in the maps
+            do { $id = 1 + int(rand(2**31 - 2)) } while $self->{$kind}{$id};
         } else {
             $id = $self->{next}{$kind};
+            $id++ while $self->{$kind}{$id};
         }
-        $self->{next}{$kind} = $id + 1 if $id >= $self->{next}{$kind};
+        $self->{next}{$kind} = $id + 1
+            if !$plan->{scatter} && $id >= $self->{next}{$kind};
         $entry->{id} = $id;
         $self->{$kind}{$id} = $entry;
         $main::reg{$plan->{gid}}{holders}++;
@@ -383,7 +388,8 @@ sub op_add {
     my $gid = ++$next_gid;
     my $r = $reg{$gid} = { gid => $gid, kind => $kind, live => 0, holders => 0,
                            free_requested => 0 };
-    my %plan = (gid => $gid, reuse => chance(0.5), grave => chance(0.3));
+    my %plan = (gid => $gid, reuse => chance(0.4), scatter => chance(0.3),
+                grave => chance(0.3));
     $plan{refuse} = pick(undef, 0, -2, 'none') if !$nested && chance(0.05);
     my $value = $kind eq 'handle'
         ? pick(0, HANDLE_READABLE, HANDLE_WRITABLE, HANDLE_READABLE | HANDLE_WRITABLE)
