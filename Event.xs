@@ -1337,6 +1337,23 @@ sve_require_owner(pTHX_ const char *func)
 #endif
 }
 
+/*
+ * Before a public call into libvirt: forget the reason of an earlier
+ * failure.  With a Perl loop, libvirt only passes the call on to the
+ * trampolines, which give their reason in MY_CXT.failure; libvirt's own
+ * error is kept by its default loop only, and reset only for it (that
+ * takes a thread-local lookup and a few calls into libvirt).
+ */
+static void
+sve_reset_failure(pTHX)
+{
+    dMY_CXT;
+
+    SvCUR_set(MY_CXT.failure, 0);
+    if (sve_registered == SVE_LOOP_DEFAULT)
+        virResetLastError();
+}
+
 /* The reason a libvirt call returned -1, for a croak. */
 static const char *
 sve_failure_reason(pTHX)
@@ -1346,12 +1363,13 @@ sve_failure_reason(pTHX)
 
     if (SvCUR(MY_CXT.failure))
         return SvPV_nolen(MY_CXT.failure);
-    err = virGetLastError();
-    if (err && err->message)
-        return err->message;
-    return sve_registered == SVE_LOOP_DEFAULT
-        ? "libvirt's default event loop refused it"
-        : "the event loop refused it";
+    if (sve_registered == SVE_LOOP_DEFAULT) {
+        err = virGetLastError();
+        if (err && err->message)
+            return err->message;
+        return "libvirt's default event loop refused it";
+    }
+    return "the event loop refused it";
 }
 
 static sve_public *
@@ -1383,8 +1401,7 @@ sve_public_add(pTHX_ sve_kind kind, int fd, int events_or_ms, SV *code,
 #ifdef MULTIPLICITY
     pub->perl = aTHX;
 #endif
-    SvCUR_set(MY_CXT.failure, 0);
-    virResetLastError();
+    sve_reset_failure(aTHX);
     MY_CXT.depth++;
     if (kind == SVE_KIND_HANDLE)
         id = virEventAddHandle(fd, events_or_ms, sve_public_handle_cb, pub,
@@ -1433,8 +1450,7 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
     sve_run_pending(aTHX);
     /* forget it first: its free function may run before libvirt returns */
     sve_idmap_delete(&MY_CXT.publics[kind], id);
-    SvCUR_set(MY_CXT.failure, 0);
-    virResetLastError();
+    sve_reset_failure(aTHX);
     MY_CXT.depth++;
     if (kind == SVE_KIND_HANDLE)
         rc = virEventRemoveHandle(id);
