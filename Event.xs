@@ -16,6 +16,7 @@
  * before it has been checked.
  */
 #define PERL_NO_GET_CONTEXT
+#define NO_XSLOCKS              /* for dXCPT and friends (perlguts) */
 #include "EXTERN.h"
 #include "perl.h"
 #include "XSUB.h"
@@ -576,10 +577,15 @@ sve_arg_take(pTHX_ my_cxt_t *cxt, int slot)
 {
     SV *sv = cxt->spare_args[slot];
 
-    if (!sv)
-        return newSV_type(SVt_IV);
-    cxt->spare_args[slot] = NULL;
-    return sv;
+    if (sv) {
+        cxt->spare_args[slot] = NULL;
+        /* still as it was put back?  Perl code can reach a spare through
+         * the uncounted pointers of @DB::args, and write to it */
+        if (SvREFCNT(sv) == 1 && SvFLAGS(sv) == SVt_IV)
+            return sv;
+        SvREFCNT_dec_NN(sv);
+    }
+    return newSV_type(SVt_IV);
 }
 
 PERL_STATIC_INLINE SV *
@@ -1128,7 +1134,6 @@ sve_remove(pTHX_ sve_kind kind, int id)
         SAVETMPS;
         args[0] = sve_arg_iv(aTHX_ &MY_CXT, 0, id);
         ret = sve_call_impl(aTHX_ method, args, 1);
-        sve_args_done(aTHX_ &MY_CXT, args, 1);
         if (!ret) {
             result = -1;
         } else if (SvOK(ret) && !SvROK(ret) && looks_like_number(ret) && SvNV(ret) < 0) {
@@ -1137,6 +1142,7 @@ sve_remove(pTHX_ sve_kind kind, int id)
                                                       SVfARG(ret))));
             result = -1;
         }
+        sve_args_done(aTHX_ &MY_CXT, args, 1);     /* ret may be one of them */
         FREETMPS;
         LEAVE;
     }
@@ -1462,39 +1468,68 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
         croak("%s: %s", func, sve_failure_reason(aTHX));
 }
 
-/* Shared by both dispatch XSUBs: call the record's callback with a
+/*
+ * Before a dispatch: run the frees that became due and pass on deferred
+ * updates.  That runs Perl code (a released coderef's DESTROY, the loop's
+ * update methods), which may remove the very watch about to be dispatched,
+ * or drop the last handle to its record: the record is held meanwhile.
+ * FALSE when the watch is gone.
+ */
+static bool
+sve_dispatch_catch_up(pTHX_ sve_record *rec)
+{
+    dMY_CXT;
+    bool gone;
+
+    rec->objects++;
+    if (MY_CXT.depth == 0 && MY_CXT.pending_head)
+        sve_run_pending(aTHX);
+    if (MY_CXT.updates)         /* a nested dispatch */
+        sve_flush_updates(aTHX);
+    gone = rec->removed;
+    sve_record_unhold(aTHX_ rec);
+    return !gone;
+}
+
+/* The end of a dispatch, however it ends (see SVE_DISPATCH). */
+static void
+sve_dispatch_done(pTHX_ void *cxt)
+{
+    PERL_UNUSED_CONTEXT;
+    ((my_cxt_t *)cxt)->dispatching--;
+    ((my_cxt_t *)cxt)->depth--;
+}
+
+/* Shared by both dispatch XSUBs: call the record REC's callback with a
  * libvirt frame counted on the stack, then run frees that became due.
- * libvirt's own callbacks may call Perl code that dies without an eval
- * (Sys::Virt's event callbacks do): the save stack then restores the
- * depth.  Our own callbacks (public watches, OURS true) catch every error
- * themselves, so plain counters do for them, as in the trampolines: the
- * save stack was a tenth of their dispatch.  Dispatching while libvirt is
- * calling the loop (from inside add_handle or remove_timeout, say) would
- * re-enter libvirt with its locks held: refused. */
-#define SVE_DISPATCH(func, ours, call) STMT_START {             \
+ * The counters are restored through the save stack, so that whatever
+ * leaves the callback early restores them: an exception from libvirt's
+ * own callbacks, whose Perl code may die without an eval (Sys::Virt's
+ * event callbacks do), or exit() from any callback, after which END
+ * blocks may still run a loop.  No ENTER/LEAVE: popping back to the
+ * saved index is all a scope would do here, for half the cost.
+ * Dispatching while libvirt is calling the loop (from inside add_handle
+ * or remove_timeout, say) would re-enter libvirt with its locks held:
+ * refused. */
+#define SVE_DISPATCH(func, rec, call) STMT_START {              \
         dMY_CXT;                                                \
+        dXCPT;                                                  \
         if (MY_CXT.trampolines)                                 \
             croak("%s: called while libvirt is calling the event " \
                   "loop (inside add, update or remove); dispatch " \
                   "from the loop itself", func);                \
-        if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
-            sve_run_pending(aTHX);                              \
-        if (MY_CXT.updates)     /* a nested dispatch: catch up */ \
-            sve_flush_updates(aTHX);                            \
-        if (ours) {                                             \
-            MY_CXT.depth++;                                     \
-            MY_CXT.dispatching++;                               \
+        if (((MY_CXT.depth == 0 && MY_CXT.pending_head) || MY_CXT.updates) && \
+            !sve_dispatch_catch_up(aTHX_ rec))                  \
+            XSRETURN_EMPTY;                                     \
+        MY_CXT.depth++;                                         \
+        MY_CXT.dispatching++;                                   \
+        XCPT_TRY_START {                                        \
             call;                                               \
-            MY_CXT.dispatching--;                               \
-            MY_CXT.depth--;                                     \
-        } else {                                                \
-            ENTER;                                              \
-            SAVEINT(MY_CXT.depth);                              \
-            SAVEINT(MY_CXT.dispatching);                        \
-            MY_CXT.depth++;                                     \
-            MY_CXT.dispatching++;                               \
-            call;                                               \
-            LEAVE;                                              \
+        } XCPT_TRY_END                                          \
+        MY_CXT.dispatching--;                                   \
+        MY_CXT.depth--;                                         \
+        XCPT_CATCH {                                            \
+            XCPT_RETHROW;                                       \
         }                                                       \
         if (MY_CXT.dispatching == 0 && MY_CXT.updates)          \
             sve_flush_updates(aTHX);                            \
@@ -1625,13 +1660,11 @@ _run_handle_callback(self, watch, fd, events, cb, opaque)
     if (fd != cb->fd)
         croak("Sys::Virt::Event::_run_handle_callback: $fd is %d but "
               "watch %d is on fd %d", fd, cb->id, cb->fd);
-    if (cb->cb.handle == sve_public_handle_cb)
-        SVE_DISPATCH("Sys::Virt::Event::_run_handle_callback", TRUE,
-                     sve_public_call(aTHX_ (sve_public *)cb->opaque, 3,
-                                     watch, fd, events));
-    else
-        SVE_DISPATCH("Sys::Virt::Event::_run_handle_callback", FALSE,
-                     cb->cb.handle(watch, fd, events, cb->opaque));
+    /* our own callback (a public watch) is called without the detour */
+    SVE_DISPATCH("Sys::Virt::Event::_run_handle_callback", cb,
+                 cb->cb.handle == sve_public_handle_cb
+                 ? sve_public_call(aTHX_ (sve_public *)cb->opaque, 3, watch, fd, events)
+                 : cb->cb.handle(watch, fd, events, cb->opaque));
 
 void
 _run_timeout_callback(self, timer, cb, opaque)
@@ -1649,13 +1682,10 @@ _run_timeout_callback(self, timer, cb, opaque)
     if (timer != cb->id)
         croak("Sys::Virt::Event::_run_timeout_callback: $timer is %d but "
               "$cb belongs to timer %d", timer, cb->id);
-    if (cb->cb.timeout == sve_public_timeout_cb)
-        SVE_DISPATCH("Sys::Virt::Event::_run_timeout_callback", TRUE,
-                     sve_public_call(aTHX_ (sve_public *)cb->opaque, 1,
-                                     timer, 0, 0));
-    else
-        SVE_DISPATCH("Sys::Virt::Event::_run_timeout_callback", FALSE,
-                     cb->cb.timeout(timer, cb->opaque));
+    SVE_DISPATCH("Sys::Virt::Event::_run_timeout_callback", cb,
+                 cb->cb.timeout == sve_public_timeout_cb
+                 ? sve_public_call(aTHX_ (sve_public *)cb->opaque, 1, timer, 0, 0)
+                 : cb->cb.timeout(timer, cb->opaque));
 
 void
 _free_callback_opaque(self, ff, opaque)

@@ -239,6 +239,85 @@ SKIP: {
     }, qr/thread 1: registered\nthread 2: refused\nthread 3: refused/);
 }
 
+# A program that leaves from inside a callback still has a working loop in
+# its END blocks: the dispatch it left counts as ended.
+{
+    my $script = <<'END_OF_SCRIPT';
+use strict; use warnings;
+use TestLoop;
+use Sys::Virt::Event;
+$| = 1;
+my $loop = TestLoop->new;
+$loop->register;
+$Sys::Virt::Event::DIED = sub { print "fatal: $_[0]"; exit 3 };
+my $t = Sys::Virt::Event::add_timeout(0, sub { die "something failed\n" });
+END {
+    Sys::Virt::Event::remove_timeout($t);
+    my $fired = 0;
+    my $t2 = Sys::Virt::Event::add_timeout(-1, sub { $fired = 1 });
+    Sys::Virt::Event::update_timeout($t2, 0);
+    $loop->run_until(sub { $fired }, 2);
+    Sys::Virt::Event::remove_timeout($t2);
+    $loop->run_once(0);
+    printf "END: fired %s, frees pending %d\n", $fired ? 'yes' : 'no',
+        Sys::Virt::Event::_pending_frees();
+}
+$loop->run_once(0);
+print "not reached\n";
+END_OF_SCRIPT
+    my @cmd = ($^X, (map { "-I$_" } @INC), '-e', $script);
+    my $r = in_child(sub { exec @cmd or die "exec $^X: $!" }, timeout => 20);
+    ok(!$r->{timed_out} && !$r->{signal}, 'exit from a callback: no hang, no crash')
+        or diag($r->{output});
+    is($r->{exit}, 3, 'exit from a callback: the status is the one given to exit');
+    is($r->{output}, "fatal: something failed\nEND: fired yes, frees pending 0\n",
+       'exit from a callback: in END, an update reaches the loop and frees run');
+}
+
+child_ok('a free that runs just before a dispatch removes the watch being dispatched', sub {
+    $PRELUDE->();
+    {
+        package RemoveOnDestroy;
+        sub new { my ($class, $code) = @_; return bless { code => $code }, $class }
+        sub DESTROY { $_[0]{code}->() }
+    }
+    my $loop = TestLoop->new(free_in_remove => 0);
+    $loop->register;
+    pipe(my $r, my $w) or die "pipe: $!";
+    my ($victim, $called);
+    my $first = do {
+        my $guard = RemoveOnDestroy->new(sub { Sys::Virt::Event::remove_handle($victim) });
+        Sys::Virt::Event::add_handle(fileno $r, 1, sub { $guard });
+    };
+    $victim = Sys::Virt::Event::add_handle(fileno $r, 1, sub { $called++ });
+    Sys::Virt::Event::remove_handle($first);   # its free waits in {later}
+    $loop->{free_in_remove} = 1;
+    my $h = $loop->{handles}{$victim};
+    @{$loop->{later}} = ();                     # now it is queued
+    # the queued free runs first, and its DESTROY removes $victim
+    $loop->_run_handle_callback($victim, $h->{fd}, 1, $h->{cb}, $h->{opaque});
+    print "called: ", ($called ? 'yes' : 'no'), "\n";
+}, qr/^called: no$/m);
+
+child_ok('writing through @DB::args into spare argument SVs', sub {
+    $PRELUDE->();
+    my $loop = TestLoop->new;
+    $loop->register;
+    pipe(my $r, my $w) or die "pipe: $!";
+    my @seen;
+    my $watch = Sys::Virt::Event::add_handle(fileno $r, 1, sub {
+        package DB;
+        my @frame = caller(0);      # fills @DB::args with our arguments
+        push @seen, $_[2];
+    });
+    my $h = $loop->{handles}{$watch};
+    $loop->_run_handle_callback($watch, $h->{fd}, 1, $h->{cb}, $h->{opaque});
+    no warnings 'once';
+    $DB::args[$_] = 'x' x 64 for 0 .. $#DB::args;
+    $loop->_run_handle_callback($watch, $h->{fd}, $_, $h->{cb}, $h->{opaque}) for 2, 8;
+    print "events: @seen\n";
+}, qr/^events: 1 2 8$/m);
+
 child_ok('register called from destructors during global destruction', sub {
     $PRELUDE->();
     {
