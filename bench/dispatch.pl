@@ -249,6 +249,17 @@ my @one = (
             my ($n) = @_;
             for (1 .. $n) { $FLOOR->timer_protected($timer, $empty, $topaque) }
         }],
+        # churn_impl's work, its two methods called from XSUBs as the
+        # trampolines must: protected, in scalar context
+        [floor_churn => sub {
+            my ($n) = @_;
+            my ($add, $remove) = map { Bench::Loop::Bare->can($_) } qw(add_handle remove_handle);
+            for (1 .. $n) {
+                Bench::CallFloor::scalar_protected($remove, $bare,
+                    Bench::CallFloor::scalar_protected($add, $bare, $fd, $READABLE, $dummy_cb,
+                                                       $dummy_opaque, $dummy_ff));
+            }
+        }],
     ) : ()),
     # the loop of the scaling figures below, on the only watch
     [dispatch_1_watch => sub {
@@ -294,6 +305,8 @@ if ($FLOOR) {
         printf "%s_dispatch_above_protected_floor: %.1f ns/op\n", $kind,
             $median{"${kind}_dispatch"} - $median{"floor_${kind}_protected"};
     }
+    printf "churn/floor_churn: %.2f\n", $median{churn} / $median{floor_churn};
+    printf "churn_above_floor: %.1f ns/op\n", $median{churn} - $median{floor_churn};
 }
 
 # Memory: a long-running program adds and removes watches all day.  Done

@@ -8,6 +8,11 @@
  *   protected: on a stack of its own (PUSHSTACK) and under G_EVAL, then a
  *       look at $@: the least a dispatch must do so that neither can leave
  *       the callback, which Sys::Virt::Event guarantees.
+ *
+ * scalar_protected is the same protected call in scalar context, with any
+ * arguments, returning the result: what libvirt's add and remove through a
+ * Perl loop need at the least, twice (the implementation's add_handle,
+ * then its remove_handle).
  */
 #define PERL_NO_GET_CONTEXT
 #include "EXTERN.h"
@@ -94,3 +99,33 @@ timer_protected(self, timer, code, opaque)
     PERL_UNUSED_VAR(self);
     PERL_UNUSED_VAR(opaque);
     call_floor(aTHX_ code, &timer, 1, TRUE);
+
+void
+scalar_protected(code, ...)
+    SV *code
+  PPCODE:
+    {
+        SV *args[8];
+        SV *ret;
+        int i, nargs = items - 1;
+
+        if (nargs > 8)
+            croak("Bench::CallFloor::scalar_protected: at most 8 arguments");
+        for (i = 0; i < nargs; i++)     /* ST() is gone once the stack switches */
+            args[i] = ST(i + 1);
+        PUSHSTACKi(PERLSI_MAGIC);
+        PUSHMARK(SP);
+        EXTEND(SP, nargs);
+        for (i = 0; i < nargs; i++)
+            PUSHs(args[i]);
+        PUTBACK;
+        call_sv(code, G_SCALAR | G_EVAL);
+        SPAGAIN;
+        ret = POPs;
+        PUTBACK;
+        POPSTACK;
+        SPAGAIN;
+        if (SvTRUE(ERRSV))
+            warn("Bench::CallFloor: the coderef died");
+        XPUSHs(ret);
+    }
