@@ -1491,26 +1491,16 @@ sve_dispatch_catch_up(pTHX_ sve_record *rec)
     return !gone;
 }
 
-/* The end of a dispatch, however it ends (see SVE_DISPATCH). */
-static void
-sve_dispatch_done(pTHX_ void *cxt)
-{
-    PERL_UNUSED_CONTEXT;
-    ((my_cxt_t *)cxt)->dispatching--;
-    ((my_cxt_t *)cxt)->depth--;
-}
-
 /* Shared by both dispatch XSUBs: call the record REC's callback with a
  * libvirt frame counted on the stack, then run frees that became due.
- * The counters are restored through the save stack, so that whatever
- * leaves the callback early restores them: an exception from libvirt's
- * own callbacks, whose Perl code may die without an eval (Sys::Virt's
- * event callbacks do), or exit() from any callback, after which END
- * blocks may still run a loop.  No ENTER/LEAVE: popping back to the
- * saved index is all a scope would do here, for half the cost.
- * Dispatching while libvirt is calling the loop (from inside add_handle
- * or remove_timeout, say) would re-enter libvirt with its locks held:
- * refused. */
+ * Whatever leaves the callback early is caught for a moment (dXCPT, see
+ * perlguts) to restore the counters, then passed on: an exception from
+ * libvirt's own callbacks, whose Perl code may die without an eval
+ * (Sys::Virt's event callbacks do), or exit() from any callback, after
+ * which END blocks may still run a loop.  That costs half of what a
+ * save-stack scope did.  Dispatching while libvirt is calling the loop
+ * (from inside add_handle or remove_timeout, say) would re-enter libvirt
+ * with its locks held: refused. */
 #define SVE_DISPATCH(func, rec, call) STMT_START {              \
         dMY_CXT;                                                \
         dXCPT;                                                  \
