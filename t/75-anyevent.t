@@ -17,7 +17,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use IPC::Open3 ();
 use Scalar::Util qw(refaddr);
-use TestUtil qw(in_child have_sys_virt);
+use TestUtil qw(in_child have_sys_virt anyevent_run_until);
 use Lifecycle ();
 
 # The backend under test; t/76-anyevent-perl-backend.t sets 'Perl'.
@@ -78,16 +78,7 @@ sub report {
 }
 
 # Runs the AnyEvent loop until $cond is true or $seconds pass.
-sub run_until {
-    my ($cond, $seconds) = @_;
-    return 1 if $cond->();
-    my $cv = AnyEvent->condvar;
-    my $check = AnyEvent->timer(after => 0.002, interval => 0.002,
-                                cb => sub { $cv->send if $cond->() });
-    my $limit = AnyEvent->timer(after => $seconds, cb => sub { $cv->send });
-    $cv->recv;
-    return $cond->() ? 1 : 0;
-}
+sub run_until { return anyevent_run_until(@_) }
 
 # Runs the AnyEvent loop for $seconds.
 sub run_for {

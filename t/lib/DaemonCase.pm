@@ -23,7 +23,7 @@ use Exporter 'import';
 use Test::More;
 use Time::HiRes ();
 
-use TestUtil qw(in_child);
+use TestUtil qw(in_child anyevent_run_until);
 
 our @EXPORT_OK = qw(loop_kinds run_case report open_sockets elapsed_ms
                     lifecycle_recorder);
@@ -142,13 +142,7 @@ sub kind { return $_[0]{kind} }
 sub run_until {
     my ($self, $cond, $seconds) = @_;
     return $self->{loop}->run_until($cond, $seconds) if $self->{kind} eq 'TestLoop';
-    return 1 if $cond->();
-    my $cv = AnyEvent->condvar;
-    my $check = AnyEvent->timer(after => 0.002, interval => 0.002,
-                                cb => sub { $cv->send if $cond->() });
-    my $limit = AnyEvent->timer(after => $seconds, cb => sub { $cv->send });
-    $cv->recv;
-    return $cond->() ? 1 : 0;
+    return anyevent_run_until($cond, $seconds);
 }
 
 # Lets what is due run: 0 ms timers, queued frees.

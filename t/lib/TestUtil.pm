@@ -10,7 +10,7 @@ use warnings;
 use Exporter 'import';
 use POSIX ();
 
-our @EXPORT_OK = qw(in_child child_case error_of have_sys_virt);
+our @EXPORT_OK = qw(in_child child_case error_of have_sys_virt anyevent_run_until);
 
 # in_child(sub { ... }, timeout => SECONDS)
 # Runs the code in a forked child with STDOUT and STDERR captured.  The
@@ -88,6 +88,19 @@ sub error_of (&) {
     my ($code) = @_;
     local $@;
     return eval { $code->(); 1 } ? '' : do { (my $e = "$@") =~ s/\n+\z//; $e =~ s/\n/ | /g; $e };
+}
+
+# Runs the AnyEvent loop (the caller has loaded AnyEvent) until $cond
+# returns true or $seconds pass; true if it did.
+sub anyevent_run_until {
+    my ($cond, $seconds) = @_;
+    return 1 if $cond->();
+    my $cv = AnyEvent->condvar;
+    my $check = AnyEvent->timer(after => 0.002, interval => 0.002,
+                                cb => sub { $cv->send if $cond->() });
+    my $limit = AnyEvent->timer(after => $seconds, cb => sub { $cv->send });
+    $cv->recv;
+    return $cond->() ? 1 : 0;
 }
 
 sub have_sys_virt {
