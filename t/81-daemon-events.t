@@ -25,8 +25,8 @@ BEGIN {
 use Sys::Virt;
 use Sys::Virt::Event;
 use Time::HiRes qw(time);
-use DaemonCase qw(loop_kinds run_case report open_sockets elapsed_ms
-                  lifecycle_recorder);
+use DaemonCase qw(loop_kinds run_case report elapsed_ms lifecycle_recorder
+                  connect_noting_sockets sockets_still_open);
 
 my $DOM = 'test';
 # the test driver's screenshot is this file, sent by the daemon
@@ -49,10 +49,9 @@ sub finish_connection {
     my ($loop, $conn_ref, $sockets) = @_;
     undef $$conn_ref;
     $loop->drain;
-    my %open = map { $_ => 1 } open_sockets();
     report(idle          => $loop->is_idle ? 1 : 0,
            left          => $loop->watches . ' watches, ' . $loop->timers . ' timers',
-           sockets_open  => scalar grep { $open{$_} } @$sockets);
+           sockets_open  => sockets_still_open($sockets));
     return;
 }
 
@@ -60,10 +59,8 @@ sub lifecycle_case {
     my ($d, $kind) = @_;
     local $SIG{PIPE} = 'IGNORE';
     my $loop = DaemonCase->loop($kind);
-    my %before = map { $_ => 1 } open_sockets();
-    my $conn = Sys::Virt->new(uri => $d->uri);
-    my @sockets = grep { !$before{$_} } open_sockets();
-    report(uri => $conn->get_uri, sockets => scalar @sockets);
+    my ($conn, $sockets) = connect_noting_sockets($d->uri);
+    report(uri => $conn->get_uri, sockets => scalar @$sockets);
 
     my $dom = $conn->get_domain_by_name($DOM);
     my @events;
@@ -89,7 +86,7 @@ sub lifecycle_case {
     report(after_deregister => scalar @events);
 
     undef $dom;
-    finish_connection($loop, \$conn, \@sockets);
+    finish_connection($loop, \$conn, $sockets);
     return;
 }
 
@@ -97,9 +94,7 @@ sub stream_case {
     my ($d, $kind) = @_;
     local $SIG{PIPE} = 'IGNORE';
     my $loop = DaemonCase->loop($kind);
-    my %before = map { $_ => 1 } open_sockets();
-    my $conn = Sys::Virt->new(uri => $d->uri);
-    my @sockets = grep { !$before{$_} } open_sockets();
+    my ($conn, $sockets) = connect_noting_sockets($d->uri);
     my $dom = $conn->get_domain_by_name($DOM);
     my $timers = $loop->timers;
 
@@ -159,7 +154,7 @@ sub stream_case {
            rpc_after_abort => eval { $dom->get_name } // "failed: $@");
 
     undef $dom;
-    finish_connection($loop, \$conn, \@sockets);
+    finish_connection($loop, \$conn, $sockets);
     return;
 }
 

@@ -27,7 +27,7 @@ BEGIN {
 use Sys::Virt;
 use Sys::Virt::Event;
 use Time::HiRes qw(time);
-use DaemonCase qw(loop_kinds run_case report open_sockets elapsed_ms
+use DaemonCase qw(loop_kinds run_case report elapsed_ms
                   lifecycle_recorder);
 
 my $DOM = 'test';
@@ -42,14 +42,13 @@ my $DESTROYED = join ' ', $DOM, Sys::Virt::Domain::EVENT_STOPPED,
 {
     package Watched;
 
-    use DaemonCase qw(report open_sockets lifecycle_recorder);
+    use DaemonCase qw(report lifecycle_recorder connect_noting_sockets
+                      sockets_still_open);
 
     sub new {
         my ($class, $loop, $uri) = @_;
-        my %before = map { $_ => 1 } open_sockets();
         my $self = bless { loop => $loop, events => [], closed => [] }, $class;
-        $self->{conn} = Sys::Virt->new(uri => $uri);
-        $self->{sockets} = [grep { !$before{$_} } open_sockets()];
+        @$self{qw(conn sockets)} = connect_noting_sockets($uri);
         my $closed = $self->{closed};
         $self->{conn}->register_close_callback(sub {
             push @$closed, [$_[1], Time::HiRes::time()];
@@ -83,11 +82,7 @@ my $DESTROYED = join ' ', $DOM, Sys::Virt::Domain::EVENT_STOPPED,
         return;
     }
 
-    sub sockets_open {
-        my ($self) = @_;
-        my %open = map { $_ => 1 } open_sockets();
-        return scalar grep { $open{$_} } @{$self->{sockets}};
-    }
+    sub sockets_open { return sockets_still_open($_[0]{sockets}) }
 }
 
 # Sends $sig to the daemon from a timer in the loop, $ms from now, so the

@@ -25,8 +25,8 @@ use Time::HiRes ();
 
 use TestUtil qw(in_child anyevent_run_until);
 
-our @EXPORT_OK = qw(loop_kinds run_case report open_sockets elapsed_ms
-                    lifecycle_recorder);
+our @EXPORT_OK = qw(loop_kinds run_case report elapsed_ms
+                    lifecycle_recorder connect_noting_sockets sockets_still_open);
 
 # ([kind, why it cannot run or undef], ...)
 sub loop_kinds {
@@ -92,6 +92,21 @@ sub open_sockets {
         $found{$target} = 1 if defined $target && $target =~ /^socket:/;
     }
     return sort keys %found;
+}
+
+# A Sys::Virt connection to $uri, and the sockets it opened ([...]).
+sub connect_noting_sockets {
+    my ($uri) = @_;
+    my %before = map { $_ => 1 } open_sockets();
+    my $conn = Sys::Virt->new(uri => $uri);
+    return ($conn, [grep { !$before{$_} } open_sockets()]);
+}
+
+# How many of the sockets in @$sockets are still open.
+sub sockets_still_open {
+    my ($sockets) = @_;
+    my %open = map { $_ => 1 } open_sockets();
+    return scalar grep { $open{$_} } @$sockets;
 }
 
 # A domain lifecycle callback that pushes "NAME EVENT DETAIL" to @$events.
