@@ -5,11 +5,12 @@
  *   1. per-interpreter state
  *   2. handle records and the Perl objects that stand for them
  *   3. argument checks shared by the XSUBs (used by the typemap)
- *   4. reporting errors without unwinding through libvirt
- *   5. the deferred-free queue
+ *   4. calling into Perl, and reporting errors
+ *   5. what waits until libvirt has returned: signals, exit, frees
  *   6. trampolines: libvirt -> the registered Perl implementation
  *   7. public watches: Perl coderefs called by libvirt
- *   8. the XSUBs
+ *   8. Sys::Virt's own callbacks, protected
+ *   9. the XSUBs, and the helpers they share
  *
  * The one rule behind most of this file: libvirt's C frames must never be
  * unwound by a Perl exception, and nothing that comes from Perl is trusted
@@ -23,6 +24,7 @@
 #include "ppport.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdio.h>
 #include <libvirt/libvirt.h>
@@ -64,6 +66,18 @@ static sve_loop sve_registered = SVE_LOOP_NONE;
 static PerlInterpreter *sve_owner;
 #endif
 static int sve_warned_foreign;
+static int sve_registered_generation;   /* see sve_fork_generation */
+
+/* Counts the forks this process descends from (pthread_atfork): what was
+ * registered before a fork belongs to the parent, whose libvirt
+ * connections the child must leave alone. */
+static volatile int sve_fork_generation;
+
+static void
+sve_atfork_child(void)
+{
+    sve_fork_generation++;
+}
 
 #define MY_CXT_KEY "Sys::Virt::Event::_guts" XS_VERSION
 
@@ -102,6 +116,12 @@ typedef struct {
     SV *failure;                /* why the last trampoline returned -1 */
     SV *spare_args[SVE_N_SPARE_ARGS]; /* see sve_arg_take */
     bool destructing;           /* the interpreter is going away */
+    /* held while a libvirt frame is below us (see sve_signal_hook) */
+    bool signals_held;          /* perl has signals to dispatch */
+    bool exit_held;             /* exit() was called ... */
+    int exit_status;            /* ... with this status */
+    despatch_signals_proc_t next_signalhook; /* perl's, or another module's */
+    int drain_timer;            /* the 0 ms timer asked for pending frees */
 } my_cxt_t;
 
 START_MY_CXT
@@ -109,11 +129,23 @@ START_MY_CXT
 static const char *const sve_kind_name[] = { "watch", "timer" };
 static const char *const sve_role_name[] = { "", "callback", "opaque", "free-function" };
 
+static void sve_signal_hook(pTHX);
+
+/* A new interpreter's state; a clone's starts as a copy of its parent's,
+ * whose signal hook it inherits together with perl's PL_signalhook. */
 static void
 sve_init_cxt(pTHX_ my_cxt_t *cxt)
 {
+    despatch_signals_proc_t inherited = cxt->next_signalhook;
+
     Zero(cxt, 1, my_cxt_t);
     cxt->failure = newSVpvs("");
+    if (PL_signalhook == sve_signal_hook && inherited) {
+        cxt->next_signalhook = inherited;
+    } else {
+        cxt->next_signalhook = PL_signalhook;
+        PL_signalhook = sve_signal_hook;
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -135,6 +167,7 @@ struct sve_record {
     sve_kind kind;
     int id;                     /* 0 until the implementation's add returned */
     int fd;                     /* watches only */
+    int fork_generation;        /* sve_fork_generation when it was added */
     unsigned objects;           /* anchors (and holds) pointing here */
     bool live;                  /* in MY_CXT.records */
     bool removed;               /* libvirt removed it or the add failed */
@@ -268,6 +301,18 @@ sve_anchor_magic(SV *sv)
 }
 
 /*
+ * An argument's value, read once: a tied or otherwise magical argument
+ * is fetched into a plain temporary copy, which is then both checked and
+ * used (and named in the error), so a second read cannot return a value
+ * that was never checked.
+ */
+PERL_STATIC_INLINE SV *
+sve_arg_value(pTHX_ SV *sv)
+{
+    return SvGMAGICAL(sv) ? sv_mortalcopy(sv) : sv;
+}
+
+/*
  * The record behind a handle, after checking that the handle is one of
  * ours, of the expected role and kind.  Anything else croaks without
  * touching what the value points at.
@@ -280,7 +325,7 @@ sve_record_from_sv_slow(pTHX_ SV *sv, sve_role role, int kind,
     sve_record *rec;
     int depth = 0;
 
-    SvGETMAGIC(sv);
+    sv = sve_arg_value(aTHX_ sv);
     while (SvROK(sv) && depth < SVE_ROLE_FF) {
         sv = SvRV(sv);
         depth++;
@@ -380,8 +425,7 @@ sve_int_from_sv(pTHX_ SV *sv, IV min, IV max, const char *func, const char *arg)
     if ((SvFLAGS(sv) & (SVf_IOK | SVf_IVisUV | SVs_GMG)) == SVf_IOK &&
         SvIVX(sv) >= min && SvIVX(sv) <= max)
         return (int)SvIVX(sv);
-    SvGETMAGIC(sv);
-    return sve_int_nomg(aTHX_ sv, min, max, func, arg);
+    return sve_int_nomg(aTHX_ sve_arg_value(aTHX_ sv), min, max, func, arg);
 }
 
 static int
@@ -422,13 +466,17 @@ sve_fd_is_open(int fd)
     return held_by_perl || fcntl(fd, F_GETFD) >= 0;
 }
 
-/* A descriptor: an open fd number, or a Perl filehandle (its fileno). */
-static int
-sve_fd_from_sv(pTHX_ SV *sv, const char *func, const char *arg)
-{
+/* A descriptor: an open fd number, or a Perl filehandle (its fileno),
+ * which the watch then keeps open (see sve_public). */
+typedef struct {
     int fd;
+    SV *fh;                     /* the glob or IO object, or NULL */
+} sve_fd_arg;
 
-    SvGETMAGIC(sv);
+static void
+sve_fd_from_sv(pTHX_ SV *sv, sve_fd_arg *out, const char *func, const char *arg)
+{
+    sv = sve_arg_value(aTHX_ sv);
     if (isGV_with_GP(sv) || (SvROK(sv) && (isGV_with_GP(SvRV(sv)) ||
                                            SvTYPE(SvRV(sv)) == SVt_PVIO))) {
         /* not sv_2io(): its croak would not name the function */
@@ -437,28 +485,37 @@ sve_fd_from_sv(pTHX_ SV *sv, const char *func, const char *arg)
 
         if (!io || !IoIFP(io))
             croak("%s: %s is not an open filehandle", func, arg);
-        if ((fd = PerlIO_fileno(IoIFP(io))) < 0)
+        if ((out->fd = PerlIO_fileno(IoIFP(io))) < 0)
             croak("%s: %s has no file descriptor (an in-memory filehandle?)",
                   func, arg);
-        return fd;
+        /* the glob, not a copy of it: a copy made from a glob value
+         * (\*FH's target) would be a new glob sharing nothing */
+        out->fh = target;
+        return;
     }
-    fd = sve_int_nomg(aTHX_ sv, 0, INT_MAX, func, arg);
-    if (!sve_fd_is_open(fd))
-        croak("%s: %s (%d) is not an open file descriptor", func, arg, fd);
-    return fd;
+    out->fd = sve_int_nomg(aTHX_ sv, 0, INT_MAX, func, arg);
+    out->fh = NULL;
+    if (!sve_fd_is_open(out->fd))
+        croak("%s: %s (%d) is not an open file descriptor", func, arg, out->fd);
 }
+
+static SV *sve_describe(pTHX_ SV *sv);
 
 static SV *
 sve_coderef_from_sv(pTHX_ SV *sv, const char *func, const char *arg)
 {
-    SvGETMAGIC(sv);
-    if (!SvROK(sv) || SvTYPE(SvRV(sv)) != SVt_PVCV)
-        croak("%s: %s is not a CODE reference", func, arg);
+    sv = sve_arg_value(aTHX_ sv);
+    if (!SvROK(sv) || SvTYPE(SvRV(sv)) != SVt_PVCV) {
+        const char *quote = SvOK(sv) && !SvROK(sv) ? "'" : "";
+
+        croak("%s: %s is not a CODE reference, but %s%" SVf "%s", func, arg,
+              quote, SVfARG(sve_describe(aTHX_ sv)), quote);
+    }
     return sv;
 }
 
 typedef int SveInt;
-typedef int SveFd;
+typedef sve_fd_arg SveFd;
 typedef int SveEvents;
 typedef int SveFrequency;
 typedef sve_record *SveHandleCallback;
@@ -646,17 +703,21 @@ sve_args_done(pTHX_ my_cxt_t *cxt, SV **args, int nargs)
 static void
 sve_report(pTHX_ SV *err, SV *where, bool died)
 {
+    dMY_CXT;
     CV *report = get_cv("Sys::Virt::Event::_report_error", 0);
     SV *args[3];
     SV *report_err = NULL;
 
+    if (MY_CXT.exit_held)
+        return;                 /* the program is exiting: not an error */
     ENTER;
     SAVETMPS;
     args[0] = err;
     args[1] = where;
     args[2] = died ? &PL_sv_yes : &PL_sv_no;
-    if (!report || !sve_call(aTHX_ (SV *)report, NULL, NULL, args, 3,
-                             G_VOID, NULL, &report_err))
+    if ((!report || !sve_call(aTHX_ (SV *)report, NULL, NULL, args, 3,
+                              G_VOID, NULL, &report_err)) &&
+        !MY_CXT.exit_held)      /* the hook called exit(): not a failure */
         PerlIO_printf(PerlIO_stderr(),
                       "Sys::Virt::Event: %" SVf "%s: %" SVf
                       " (and reporting it failed: %" SVf ")\n",
@@ -669,8 +730,97 @@ sve_report(pTHX_ SV *err, SV *where, bool died)
 }
 
 /* ------------------------------------------------------------------ */
-/* 5. the deferred-free queue                                          */
+/* 5. what waits until libvirt has returned: signals, exit, frees      */
 /* ------------------------------------------------------------------ */
+
+/*
+ * MY_CXT.depth counts the libvirt frames below us: a trampoline, a
+ * dispatch, a public call, run_default, a Sys::Virt callback we protect.
+ * While it is not 0, three things wait:
+ *
+ * - Perl's signal handlers.  perl runs a pending handler at the next
+ *   statement of whatever Perl code runs, and below libvirt that is a
+ *   loop method or a callback: the handler's die would be caught there
+ *   and reported as theirs (a Ctrl-C lost), or unwind libvirt's frames.
+ *   sve_signal_hook, perl's PL_signalhook, leaves them pending until the
+ *   count is back at 0; they then run as after any other long C call.
+ * - exit().  It unwinds every Perl frame at once, G_EVAL or not, and
+ *   below libvirt that leaves libvirt's locks held for good.  The exit
+ *   ops compiled once this module is loaded call sve_pp_exit, which notes
+ *   the status and dies instead; the same hook carries the exit out.
+ * - libvirt's free functions: the queue further down.
+ */
+static void
+sve_signal_hook(pTHX)
+{
+    dMY_CXT;
+
+    if (MY_CXT.depth > 0) {
+        MY_CXT.signals_held = TRUE;
+        PL_sig_pending = 0;     /* perl's per-signal counts stay */
+        return;
+    }
+    MY_CXT.signals_held = FALSE;
+    if (MY_CXT.exit_held) {
+        MY_CXT.exit_held = FALSE;
+        PL_exit_flags |= PERL_EXIT_EXPECTED;
+        my_exit(MY_CXT.exit_status);
+    }
+    MY_CXT.next_signalhook(aTHX);
+}
+
+/* Entering and leaving a libvirt frame.  When the last one is left, what
+ * was held is due: perl's next statement (or our own check) calls the
+ * hook.  Inside libvirt that is harmless: the next Perl code libvirt runs
+ * is ours again, and holds it again. */
+#define SVE_FRAME_ENTER(cxt) ((cxt)->depth++)
+#define SVE_FRAME_LEAVE(cxt) STMT_START {                               \
+        if (--(cxt)->depth == 0 && ((cxt)->signals_held || (cxt)->exit_held)) \
+            PL_sig_pending = 1;                                         \
+    } STMT_END
+
+static Perl_check_t sve_next_ck_exit;
+
+static OP *
+sve_pp_exit(pTHX)
+{
+    dSP;
+    IV status = 0;
+#ifdef MULTIPLICITY
+    /* the op may have been compiled by an interpreter that never loaded
+     * this module (PL_check is process-wide) */
+    if (my_cxt_index < 0 || my_cxt_index >= PL_my_cxt_size ||
+        !PL_my_cxt_list[my_cxt_index])
+        return PL_ppaddr[OP_EXIT](aTHX);
+#endif
+    {
+        dMY_CXT;
+
+        if (MY_CXT.depth == 0)
+            return PL_ppaddr[OP_EXIT](aTHX);
+        if (MAXARG >= 1) {
+            SV *sv = POPs;
+
+            if (sv)
+                status = SvIV(sv);
+        }
+        PUTBACK;
+        MY_CXT.exit_held = TRUE;
+        MY_CXT.exit_status = (int)status;
+    }
+    croak("exit(%d) below a libvirt call: it takes effect once libvirt "
+          "has returned\n", (int)status);
+    return NORMAL;              /* not reached */
+}
+
+static OP *
+sve_ck_exit(pTHX_ OP *o)
+{
+    o = sve_next_ck_exit(aTHX_ o);
+    if (o->op_type == OP_EXIT && o->op_ppaddr == PL_ppaddr[OP_EXIT])
+        o->op_ppaddr = sve_pp_exit;
+    return o;
+}
 
 /*
  * libvirt forbids running a free function inside its remove call (on a
@@ -714,11 +864,13 @@ sve_run_pending(pTHX)
         if (ff) {
             /* A free function may call back into libvirt, which may call
              * our trampolines: what they queue waits for this loop. */
-            MY_CXT.depth++;
+            SVE_FRAME_ENTER(&MY_CXT);
             ff(opaque);
-            MY_CXT.depth--;
+            SVE_FRAME_LEAVE(&MY_CXT);
         }
     }
+    if (!MY_CXT.pending_head && MY_CXT.drain_timer < 0)
+        MY_CXT.drain_timer = 0;     /* the loop may be asked again */
 }
 
 /*
@@ -743,6 +895,12 @@ sve_destruct(pTHX_ void *unused)
 
     PERL_UNUSED_ARG(unused);
     MY_CXT.destructing = TRUE;
+    if (PL_signalhook == sve_signal_hook)
+        PL_signalhook = MY_CXT.next_signalhook;
+    SvREFCNT_dec(MY_CXT.impl);
+    MY_CXT.impl = NULL;
+    SvREFCNT_dec(MY_CXT.failure);
+    MY_CXT.failure = NULL;
     for (i = 0; i < SVE_N_SPARE_ARGS; i++) {
         SvREFCNT_dec(MY_CXT.spare_args[i]);
         MY_CXT.spare_args[i] = NULL;
@@ -848,7 +1006,8 @@ sve_set_failure(pTHX_ SV *why)
 {
     dMY_CXT;
 
-    sv_setsv(MY_CXT.failure, why);
+    if (MY_CXT.failure)         /* NULL once the interpreter is torn down */
+        sv_setsv(MY_CXT.failure, why);
 }
 
 /*
@@ -946,6 +1105,8 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
         rec->cb.timeout = (virEventTimeoutCallback)cb;
     rec->opaque = opaque;
     rec->ff = ff;
+    rec->free_done = !ff;       /* nothing to free */
+    rec->fork_generation = sve_fork_generation;
 
     ENTER;
     SAVETMPS;
@@ -1096,11 +1257,11 @@ sve_flush_updates(pTHX)
         MY_CXT.updates = rec->next_update;
         rec->update_queued = FALSE;
         if (rec->live) {
-            MY_CXT.depth++;
+            SVE_FRAME_ENTER(&MY_CXT);
             MY_CXT.trampolines++;
             sve_tell_loop(aTHX_ rec, rec->wanted_value);
             MY_CXT.trampolines--;
-            MY_CXT.depth--;
+            SVE_FRAME_LEAVE(&MY_CXT);
         }
         sve_record_unhold(aTHX_ rec);
     }
@@ -1152,17 +1313,56 @@ sve_remove(pTHX_ sve_kind kind, int id)
 }
 
 /*
+ * A loop written for Sys::Virt 9.0.0 knows nothing of the free queue:
+ * frees queued inside a libvirt call made from the program's top level
+ * (a connection closed, say) would wait for a dispatch that may never
+ * come, keeping a descriptor open each.  So, as that call's last
+ * trampoline returns, the loop is asked for a 0 ms timer the way libvirt
+ * asks it; its dispatch runs the queue, and the timer removes itself.
+ * MY_CXT.drain_timer is its id, or -1 when the loop refused one: the
+ * queue then waits for the next dispatch.
+ */
+static void
+sve_drain_cb(int timer, void *opaque)
+{
+    dTHX;
+    dMY_CXT;
+
+    PERL_UNUSED_ARG(opaque);
+    if (MY_CXT.drain_timer == timer)
+        MY_CXT.drain_timer = 0;
+    virEventRemoveTimeout(timer);
+}
+
+static void
+sve_ask_for_drain(pTHX)
+{
+    dMY_CXT;
+    int id;
+
+    if (sve_registered != SVE_LOOP_PERL || !sve_impl_usable(aTHX))
+        return;
+    MY_CXT.drain_timer = -1;    /* not again while this add runs */
+    id = sve_add(aTHX_ SVE_KIND_TIMEOUT, -1, 0, (void *)sve_drain_cb, NULL, NULL);
+    if (id > 0)
+        MY_CXT.drain_timer = id;
+}
+
+/*
  * The whole of a trampoline counts as inside libvirt (depth), including
  * error reports and the freeing of temporaries: a public call made from
  * there must not run frees, and the loop must not dispatch from there.
  */
-#define SVE_INSIDE_LIBVIRT(stmt) STMT_START {   \
-        dMY_CXT;                                \
-        MY_CXT.depth++;                         \
-        MY_CXT.trampolines++;                   \
-        stmt;                                   \
-        MY_CXT.trampolines--;                   \
-        MY_CXT.depth--;                         \
+#define SVE_INSIDE_LIBVIRT(stmt) STMT_START {                   \
+        dMY_CXT;                                                \
+        SVE_FRAME_ENTER(&MY_CXT);                               \
+        MY_CXT.trampolines++;                                   \
+        stmt;                                                   \
+        if (MY_CXT.depth == 1 && MY_CXT.pending_head &&         \
+            !MY_CXT.drain_timer)                                \
+            sve_ask_for_drain(aTHX);                            \
+        MY_CXT.trampolines--;                                   \
+        SVE_FRAME_LEAVE(&MY_CXT);                               \
     } STMT_END
 
 static int
@@ -1238,6 +1438,8 @@ typedef struct {
     sve_kind kind;
     int id;
     SV *code;
+    SV *fh;                     /* the filehandle watched, kept open */
+    int fork_generation;        /* see sve_fork_generation */
 #ifdef MULTIPLICITY
     PerlInterpreter *perl;
 #endif
@@ -1266,12 +1468,16 @@ sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2)
     const int vals[3] = { a0, a1, a2 };
     const sve_kind kind = pub->kind;
     const int id = pub->id;
-    SV *code = SvREFCNT_inc_simple_NN(pub->code);
+    SV *code;
     SV *args[3];
     SV *err;
     bool ok;
     int i;
 
+    /* the parent's, in a forked child; or the program is exiting */
+    if (pub->fork_generation != sve_fork_generation || MY_CXT.exit_held)
+        return;
+    code = SvREFCNT_inc_simple_NN(pub->code);
     for (i = 0; i < nargs; i++)
         args[i] = sve_arg_iv(aTHX_ &MY_CXT, i, vals[i]);
     ok = sve_call(aTHX_ code, NULL, NULL, args, nargs, G_VOID, NULL, &err);
@@ -1311,6 +1517,7 @@ sve_public_release(pTHX_ void *opaque)
     sve_public *pub = (sve_public *)opaque;
 
     SvREFCNT_dec(pub->code);
+    SvREFCNT_dec(pub->fh);
     Safefree(pub);
 }
 
@@ -1325,7 +1532,47 @@ sve_public_free(void *opaque)
 }
 
 /* ------------------------------------------------------------------ */
-/* helpers for the XSUBs                                               */
+/* 8. Sys::Virt's own callbacks, protected                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Sys::Virt calls the callbacks registered through it (domain and other
+ * events, the close callback, stream callbacks) from libvirt's dispatch,
+ * without G_EVAL: a die there unwinds libvirt's frames, and the rest of
+ * libvirt's batch is lost.  Sys::Virt::Event hands Sys::Virt, instead of
+ * the program's coderef, an anonymous XSUB that calls it the way our own
+ * callbacks are called: under G_EVAL, reported like them, with a libvirt
+ * frame counted (signals and exit wait).  The XSUB runs no Perl statement
+ * of its own, so nothing can run before the frame is counted.  Its
+ * coderef and what to call it in reports ride on it as ext magic, an
+ * array [code, where] that perl frees with it and copies for a thread.
+ */
+static MGVTBL sve_protected_vtbl;
+
+static XSPROTO(sve_protected_callback)
+{
+    dXSARGS;
+    dMY_CXT;
+    MAGIC *mg = mg_findext((SV *)cv, PERL_MAGIC_ext, &sve_protected_vtbl);
+    SV **slots = AvARRAY((AV *)mg->mg_obj);
+    SV *err;
+
+    if (MY_CXT.exit_held)
+        XSRETURN_EMPTY;         /* the program is exiting */
+    SVE_FRAME_ENTER(&MY_CXT);
+    if (!sve_call(aTHX_ slots[0], NULL, NULL, &ST(0), items, G_VOID, NULL, &err)) {
+        ENTER;
+        SAVETMPS;
+        sve_report(aTHX_ err, slots[1], TRUE);
+        FREETMPS;
+        LEAVE;
+    }
+    SVE_FRAME_LEAVE(&MY_CXT);
+    XSRETURN_EMPTY;
+}
+
+/* ------------------------------------------------------------------ */
+/* 9. the XSUBs, and the helpers they share                           */
 /* ------------------------------------------------------------------ */
 
 /* Public calls and dispatches are refused outside the interpreter that
@@ -1355,7 +1602,8 @@ sve_reset_failure(pTHX)
 {
     dMY_CXT;
 
-    SvCUR_set(MY_CXT.failure, 0);
+    if (MY_CXT.failure)
+        SvCUR_set(MY_CXT.failure, 0);
     if (sve_registered == SVE_LOOP_DEFAULT)
         virResetLastError();
 }
@@ -1367,7 +1615,7 @@ sve_failure_reason(pTHX)
     dMY_CXT;
     virErrorPtr err;
 
-    if (SvCUR(MY_CXT.failure))
+    if (MY_CXT.failure && SvCUR(MY_CXT.failure))
         return SvPV_nolen(MY_CXT.failure);
     if (sve_registered == SVE_LOOP_DEFAULT) {
         err = virGetLastError();
@@ -1391,9 +1639,25 @@ sve_public_lookup(pTHX_ sve_kind kind, int id, const char *func)
     return pub;
 }
 
+/*
+ * Back at the program's top level, after a public call or a dispatch:
+ * the frees that became due run, then what was held meanwhile (a signal
+ * handler, an exit) takes effect, here rather than at perl's next
+ * statement.
+ */
+PERL_STATIC_INLINE void
+sve_back_at_top_level(pTHX_ my_cxt_t *cxt)
+{
+    if (cxt->depth != 0)
+        return;
+    if (cxt->pending_head)
+        sve_run_pending(aTHX);
+    PERL_ASYNC_CHECK();
+}
+
 static int
-sve_public_add(pTHX_ sve_kind kind, int fd, int events_or_ms, SV *code,
-               const char *func)
+sve_public_add(pTHX_ sve_kind kind, const sve_fd_arg *fd, int events_or_ms,
+               SV *code, const char *func)
 {
     dMY_CXT;
     sve_public *pub;
@@ -1403,29 +1667,47 @@ sve_public_add(pTHX_ sve_kind kind, int fd, int events_or_ms, SV *code,
     sve_run_pending(aTHX);
     Newxz(pub, 1, sve_public);
     pub->kind = kind;
-    pub->code = newSVsv(code);
+    pub->code = newSVsv_nomg(code);
+    pub->fh = fd && fd->fh ? SvREFCNT_inc_simple_NN(fd->fh) : NULL;
+    pub->fork_generation = sve_fork_generation;
 #ifdef MULTIPLICITY
     pub->perl = aTHX;
 #endif
     sve_reset_failure(aTHX);
-    MY_CXT.depth++;
+    SVE_FRAME_ENTER(&MY_CXT);
     if (kind == SVE_KIND_HANDLE)
-        id = virEventAddHandle(fd, events_or_ms, sve_public_handle_cb, pub,
+        id = virEventAddHandle(fd->fd, events_or_ms, sve_public_handle_cb, pub,
                                sve_public_free);
     else
         id = virEventAddTimeout(events_or_ms, sve_public_timeout_cb, pub,
                                 sve_public_free);
-    MY_CXT.depth--;
+    SVE_FRAME_LEAVE(&MY_CXT);
     if (id < 0) {
         /* libvirt does not call the free function of a failed add */
-        SvREFCNT_dec(pub->code);
-        Safefree(pub);
+        sve_public_release(aTHX_ pub);
+        sve_back_at_top_level(aTHX_ &MY_CXT);
         croak("%s: %s", func, sve_failure_reason(aTHX));
     }
     pub->id = id;
     sve_idmap_put(&MY_CXT.publics[kind], id, pub);
-    sve_run_pending(aTHX);
+    sve_back_at_top_level(aTHX_ &MY_CXT);
     return id;
+}
+
+/*
+ * The id is checked as the program gave it; the frees that run next may
+ * call a destructor that removes that very watch or timer, which then
+ * leaves nothing to do.
+ */
+static bool
+sve_public_still_live(pTHX_ sve_kind kind, int id, const char *func)
+{
+    dMY_CXT;
+
+    sve_require_owner(aTHX_ func);
+    sve_public_lookup(aTHX_ kind, id, func);
+    sve_run_pending(aTHX);
+    return sve_idmap_get(&MY_CXT.publics[kind], id) != NULL;
 }
 
 static void
@@ -1433,16 +1715,15 @@ sve_public_update(pTHX_ sve_kind kind, int id, int events_or_ms, const char *fun
 {
     dMY_CXT;
 
-    sve_require_owner(aTHX_ func);
-    sve_public_lookup(aTHX_ kind, id, func);
-    sve_run_pending(aTHX);
-    MY_CXT.depth++;
+    if (!sve_public_still_live(aTHX_ kind, id, func))
+        return;
+    SVE_FRAME_ENTER(&MY_CXT);
     if (kind == SVE_KIND_HANDLE)
         virEventUpdateHandle(id, events_or_ms);
     else
         virEventUpdateTimeout(id, events_or_ms);
-    MY_CXT.depth--;
-    sve_run_pending(aTHX);
+    SVE_FRAME_LEAVE(&MY_CXT);
+    sve_back_at_top_level(aTHX_ &MY_CXT);
 }
 
 static void
@@ -1451,19 +1732,18 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
     dMY_CXT;
     int rc;
 
-    sve_require_owner(aTHX_ func);
-    sve_public_lookup(aTHX_ kind, id, func);
-    sve_run_pending(aTHX);
+    if (!sve_public_still_live(aTHX_ kind, id, func))
+        return;
     /* forget it first: its free function may run before libvirt returns */
     sve_idmap_delete(&MY_CXT.publics[kind], id);
     sve_reset_failure(aTHX);
-    MY_CXT.depth++;
+    SVE_FRAME_ENTER(&MY_CXT);
     if (kind == SVE_KIND_HANDLE)
         rc = virEventRemoveHandle(id);
     else
         rc = virEventRemoveTimeout(id);
-    MY_CXT.depth--;
-    sve_run_pending(aTHX);
+    SVE_FRAME_LEAVE(&MY_CXT);
+    sve_back_at_top_level(aTHX_ &MY_CXT);
     if (rc < 0)
         croak("%s: %s", func, sve_failure_reason(aTHX));
 }
@@ -1491,6 +1771,26 @@ sve_dispatch_catch_up(pTHX_ sve_record *rec)
     return !gone;
 }
 
+/*
+ * A watch or timer the parent registered, dispatched in a forked child:
+ * it is not called (the child must leave the parent's libvirt connections
+ * alone), and the loop is told to stop watching it.  That changes the
+ * child's copy of the loop only.
+ */
+static void
+sve_silence_inherited(pTHX_ sve_record *rec)
+{
+    dMY_CXT;
+
+    if (!rec->live)
+        return;
+    SVE_FRAME_ENTER(&MY_CXT);
+    MY_CXT.trampolines++;
+    sve_tell_loop(aTHX_ rec, rec->kind == SVE_KIND_HANDLE ? 0 : -1);
+    MY_CXT.trampolines--;
+    SVE_FRAME_LEAVE(&MY_CXT);
+}
+
 /* Shared by both dispatch XSUBs: call the record REC's callback with a
  * libvirt frame counted on the stack, then run frees that became due.
  * Whatever leaves the callback early is caught for a moment (dXCPT, see
@@ -1508,23 +1808,26 @@ sve_dispatch_catch_up(pTHX_ sve_record *rec)
             croak("%s: called while libvirt is calling the event " \
                   "loop (inside add, update or remove); dispatch " \
                   "from the loop itself", func);                \
+        if (UNLIKELY(rec->fork_generation != sve_fork_generation)) { \
+            sve_silence_inherited(aTHX_ rec);                   \
+            XSRETURN_EMPTY;                                     \
+        }                                                       \
         if (((MY_CXT.depth == 0 && MY_CXT.pending_head) || MY_CXT.updates) && \
             !sve_dispatch_catch_up(aTHX_ rec))                  \
             XSRETURN_EMPTY;                                     \
-        MY_CXT.depth++;                                         \
+        SVE_FRAME_ENTER(&MY_CXT);                               \
         MY_CXT.dispatching++;                                   \
         XCPT_TRY_START {                                        \
             call;                                               \
         } XCPT_TRY_END                                          \
         MY_CXT.dispatching--;                                   \
-        MY_CXT.depth--;                                         \
+        SVE_FRAME_LEAVE(&MY_CXT);                               \
         XCPT_CATCH {                                            \
             XCPT_RETHROW;                                       \
         }                                                       \
         if (MY_CXT.dispatching == 0 && MY_CXT.updates)          \
             sve_flush_updates(aTHX);                            \
-        if (MY_CXT.depth == 0 && MY_CXT.pending_head)           \
-            sve_run_pending(aTHX);                              \
+        sve_back_at_top_level(aTHX_ &MY_CXT);                   \
     } STMT_END
 
 MODULE = Sys::Virt::Event  PACKAGE = Sys::Virt::Event
@@ -1534,9 +1837,16 @@ PROTOTYPES: DISABLE
 BOOT:
 {
     HV *stash = gv_stashpv("Sys::Virt::Event", GV_ADD);
+    static int process_setup_done;
+
     MY_CXT_INIT;
     sve_init_cxt(aTHX_ &MY_CXT);
     call_atexit(sve_destruct, NULL);
+    if (!process_setup_done) {
+        process_setup_done = 1;
+        pthread_atfork(NULL, NULL, sve_atfork_child);
+        wrap_op_checker(OP_EXIT, sve_ck_exit, &sve_next_ck_exit);
+    }
     newCONSTSUB(stash, "HANDLE_READABLE", newSViv(VIR_EVENT_HANDLE_READABLE));
     newCONSTSUB(stash, "HANDLE_WRITABLE", newSViv(VIR_EVENT_HANDLE_WRITABLE));
     newCONSTSUB(stash, "HANDLE_ERROR", newSViv(VIR_EVENT_HANDLE_ERROR));
@@ -1550,7 +1860,8 @@ CLONE(...)
     /* perl calls CLONE for every class that inherits it: act once */
     if (items == 1 && SvPOK(ST(0)) && strEQ(SvPVX(ST(0)), "Sys::Virt::Event")) {
         MY_CXT_CLONE;
-        /* the new interpreter owns nothing of its parent's */
+        /* the new interpreter owns nothing of its parent's (but its
+         * signal hook: see sve_init_cxt) */
         sve_init_cxt(aTHX_ &MY_CXT);
         call_atexit(sve_destruct, NULL);
     }
@@ -1583,6 +1894,7 @@ _register_impl(impl)
     }
     MY_CXT.impl = newSVsv(impl);
     sve_registered = SVE_LOOP_PERL;
+    sve_registered_generation = sve_fork_generation;
 #ifdef MULTIPLICITY
     sve_owner = aTHX;
 #endif
@@ -1610,18 +1922,34 @@ register_default()
               err && err->message ? err->message : "libvirt refused");
     }
     sve_registered = SVE_LOOP_DEFAULT;
+    sve_registered_generation = sve_fork_generation;
 #ifdef MULTIPLICITY
     sve_owner = aTHX;
 #endif
 
 void
 run_default()
+  PREINIT:
+    dMY_CXT;
+    int rc;
   CODE:
     if (sve_registered != SVE_LOOP_DEFAULT)
         croak("Sys::Virt::Event::run_default: the default event loop is not "
               "registered; call Sys::Virt::Event::register_default() first");
     sve_require_owner(aTHX_ "Sys::Virt::Event::run_default");
-    if (virEventRunDefaultImpl() < 0) {
+    /* libvirt's loop would serve the parent's watches too, reading the
+     * parent's sockets: we cannot tell it otherwise */
+    if (sve_registered_generation != sve_fork_generation)
+        croak("Sys::Virt::Event::run_default: this process was forked after "
+              "libvirt's default event loop was registered; the loop's "
+              "watches belong to the parent (libvirt connections are not "
+              "fork-safe): run it in the parent only");
+    /* callbacks run below libvirt's loop: what they hold waits for it */
+    SVE_FRAME_ENTER(&MY_CXT);
+    rc = virEventRunDefaultImpl();
+    SVE_FRAME_LEAVE(&MY_CXT);
+    sve_back_at_top_level(aTHX_ &MY_CXT);
+    if (rc < 0) {
         virErrorPtr err = virGetLastError();
         croak("Sys::Virt::Event::run_default: %s",
               err && err->message ? err->message : "libvirt's loop failed");
@@ -1696,11 +2024,32 @@ _free_callback_opaque(self, ff, opaque)
     sve_queue_free(aTHX_ ff);
     sve_run_pending(aTHX);
 
+SV *
+_protect_callback(code, where)
+    SveCode code
+    SV *where
+  PREINIT:
+    CV *xsub;
+    AV *slots;
+  CODE:
+    xsub = newXS(NULL, sve_protected_callback, __FILE__);
+    slots = newAV();
+    av_push(slots, newSVsv_nomg(code));
+    av_push(slots, newSVsv(where));
+    sv_magicext((SV *)xsub, (SV *)slots, PERL_MAGIC_ext, &sve_protected_vtbl,
+                NULL, 0);
+    SvREFCNT_dec((SV *)slots);  /* the magic holds it */
+    RETVAL = newRV_noinc((SV *)xsub);
+  OUTPUT:
+    RETVAL
+
 void
 _run_pending_frees(...)
+  PREINIT:
+    dMY_CXT;
   CODE:
     PERL_UNUSED_VAR(items);     /* a function, or a method of the loop */
-    sve_run_pending(aTHX);
+    sve_back_at_top_level(aTHX_ &MY_CXT);
 
 int
 _pending_frees(...)
@@ -1721,7 +2070,7 @@ add_handle(fd, events, coderef)
     SveEvents events
     SveCode coderef
   CODE:
-    RETVAL = sve_public_add(aTHX_ SVE_KIND_HANDLE, fd, events, coderef,
+    RETVAL = sve_public_add(aTHX_ SVE_KIND_HANDLE, &fd, events, coderef,
                             "Sys::Virt::Event::add_handle");
   OUTPUT:
     RETVAL
@@ -1746,7 +2095,7 @@ add_timeout(frequency, coderef)
     SveFrequency frequency
     SveCode coderef
   CODE:
-    RETVAL = sve_public_add(aTHX_ SVE_KIND_TIMEOUT, -1, frequency, coderef,
+    RETVAL = sve_public_add(aTHX_ SVE_KIND_TIMEOUT, NULL, frequency, coderef,
                             "Sys::Virt::Event::add_timeout");
   OUTPUT:
     RETVAL

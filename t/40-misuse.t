@@ -145,6 +145,7 @@ sub with_libvirt_timer {
     my $kept = exists $loop->{timeouts}{$timer};
     $conn->domain_event_deregister_any($cbid);
     undef $conn;
+    $loop->run_once(0);     # the 0 ms timer the module asks for runs the free
     die "libvirt's timer $timer was taken away from it\n" unless $kept;
     die "libvirt did not remove its timer $timer\n" if $loop->{timeouts}{$timer};
     die $err if $err;

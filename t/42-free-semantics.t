@@ -145,18 +145,36 @@ Sys::Virt::Event::remove_timeout($live);
 
 # -- libvirt's own free functions: closing a connection --------------------
 SKIP: {
-    skip 'Sys::Virt is not installed', 4 unless eval { require Sys::Virt; 1 };
+    skip 'Sys::Virt is not installed', 9 unless eval { require Sys::Virt; 1 };
     my $conn = Sys::Virt->new(uri => 'test:///default');
     my $id = $conn->domain_event_register_any(
         undef, Sys::Virt::Domain::EVENT_ID_LIFECYCLE(), sub { });
     ok(!$loop->idle, 'registering a domain event callback added a timer');
+    my ($libvirt_timer) = keys %{ $loop->{timeouts} };
     $conn->domain_event_deregister_any($id);
     undef $conn;    # libvirt removes the timer inside virConnectClose
-    ok($loop->idle, 'closing the connection removed it');
+    ok(!$loop->{timeouts}{$libvirt_timer}, 'closing the connection removed it');
     is(Sys::Virt::Event::_pending_frees(), 1,
        'its free, requested inside remove_timeout, waits in the queue');
+    # An upstream-style loop knows nothing of the queue: the module asks
+    # it, through libvirt's hooks, for a 0 ms timer that drains it.
+    is_deeply([map { $_->{interval} } values %{ $loop->{timeouts} }], [0],
+              '... and the loop was asked for one 0 ms timer');
+    $loop->run_once(0);
+    is(Sys::Virt::Event::_pending_frees(), 0, 'one loop iteration runs the free');
+    ok($loop->idle, '... and the 0 ms timer removed itself');
+
+    # A loop may also run the queue itself, from its top level.
+    $conn = Sys::Virt->new(uri => 'test:///default');
+    $id = $conn->domain_event_register_any(
+        undef, Sys::Virt::Domain::EVENT_ID_LIFECYCLE(), sub { });
+    $conn->domain_event_deregister_any($id);
+    undef $conn;
+    is($loop->_pending_frees, 1, 'another close, another free queued');
     $loop->_run_pending_frees;
     is($loop->_pending_frees, 0, 'the loop can run it from its top level');
+    $loop->run_once(0);
+    ok($loop->idle, 'the 0 ms timer, found with nothing to drain, removed itself');
 }
 
 ok($loop->idle, 'nothing is left registered');

@@ -42,8 +42,48 @@ our %EXPORT_TAGS = (constants => [@CONSTANTS]);
 # dies below a libvirt C frame; see ERROR HANDLING.
 our $DIED;
 
+# Whether the callbacks given to Sys::Virt are protected; see ERROR HANDLING.
+our $PROTECT_CALLBACKS = 1;
+
 require XSLoader;
 XSLoader::load('Sys::Virt::Event', $VERSION);
+
+# Sys::Virt calls the callbacks registered through these methods from
+# libvirt's dispatch without an eval: a die would unwind libvirt's frames
+# and drop the rest of its batch.  Each method is wrapped once, to hand
+# Sys::Virt a protected callback (see _protect_callback in Event.xs) in
+# place of the program's coderef: method => [argument index, what it is].
+my %CALLBACK_OF = (
+    'Sys::Virt::domain_event_register'           => [1, 'domain event callback'],
+    'Sys::Virt::domain_event_register_any'       => [3, 'domain event callback'],
+    'Sys::Virt::network_event_register_any'      => [3, 'network event callback'],
+    'Sys::Virt::storage_pool_event_register_any' => [3, 'storage pool event callback'],
+    'Sys::Virt::node_device_event_register_any'  => [3, 'node device event callback'],
+    'Sys::Virt::secret_event_register_any'       => [3, 'secret event callback'],
+    'Sys::Virt::register_close_callback'         => [1, 'close callback'],
+    'Sys::Virt::Stream::add_callback'            => [2, 'stream callback'],
+);
+for my $method (sort keys %CALLBACK_OF) {
+    no strict 'refs';
+    next unless defined &$method;
+    my ($index, $what) = @{ $CALLBACK_OF{$method} };
+    my $where = "Sys::Virt $what";
+    my $original = \&$method;
+    my $wrapper = sub {
+        if ($PROTECT_CALLBACKS && @_ > $index) {
+            my $callback = $_[$index];      # read once: it may be tied
+            if ((Scalar::Util::reftype($callback) // '') eq 'CODE') {
+                # splice: replacing $_[$index] would assign to the caller's
+                # variable, which @_ aliases
+                splice @_, $index, 1, _protect_callback($callback, $where);
+            }
+        }
+        goto &$original;    # Sys::Virt's own errors name the caller's line
+    };
+    Scalar::Util::set_prototype(\&$wrapper, prototype $original);
+    no warnings 'redefine';
+    *$method = $wrapper;
+}
 
 # The methods libvirt's hooks call on a registered implementation.
 my @IMPL_METHODS = qw(add_handle update_handle remove_handle
