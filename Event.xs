@@ -751,6 +751,16 @@ sve_report(pTHX_ SV *err, SV *where, bool died)
  * - libvirt's free functions: the queue further down.
  */
 static void
+sve_carry_out_exit(pTHX_ my_cxt_t *cxt)
+{
+    if (cxt->exit_held) {
+        cxt->exit_held = FALSE;
+        PL_exit_flags |= PERL_EXIT_EXPECTED;
+        my_exit(cxt->exit_status);
+    }
+}
+
+static void
 sve_signal_hook(pTHX)
 {
     dMY_CXT;
@@ -761,11 +771,7 @@ sve_signal_hook(pTHX)
         return;
     }
     MY_CXT.signals_held = FALSE;
-    if (MY_CXT.exit_held) {
-        MY_CXT.exit_held = FALSE;
-        PL_exit_flags |= PERL_EXIT_EXPECTED;
-        my_exit(MY_CXT.exit_status);
-    }
+    sve_carry_out_exit(aTHX_ &MY_CXT);
     MY_CXT.next_signalhook(aTHX);
 }
 
@@ -1641,9 +1647,10 @@ sve_public_lookup(pTHX_ sve_kind kind, int id, const char *func)
 
 /*
  * Back at the program's top level, after a public call or a dispatch:
- * the frees that became due run, then what was held meanwhile (a signal
- * handler, an exit) takes effect, here rather than at perl's next
- * statement.
+ * the frees that became due run, and an exit held meanwhile is carried
+ * out, before the call returns or croaks.  Held signals run at perl's
+ * next statement, once the call's result is where the program put it,
+ * as after any other C call that a signal interrupted.
  */
 PERL_STATIC_INLINE void
 sve_back_at_top_level(pTHX_ my_cxt_t *cxt)
@@ -1652,7 +1659,7 @@ sve_back_at_top_level(pTHX_ my_cxt_t *cxt)
         return;
     if (cxt->pending_head)
         sve_run_pending(aTHX);
-    PERL_ASYNC_CHECK();
+    sve_carry_out_exit(aTHX_ cxt);
 }
 
 static int
