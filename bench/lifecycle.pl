@@ -8,7 +8,7 @@
 #
 #   perl -Mblib bench/lifecycle.pl [--rounds N] [--seconds S] [--burst B]
 
-use 5.014;
+use 5.018;
 use strict;
 use warnings;
 

@@ -24,7 +24,7 @@ BEGIN {
     }
 }
 
-use 5.014;
+use 5.018;
 use strict;
 use warnings;
 

@@ -1,6 +1,6 @@
 package Sys::Virt::EventImpl;
 
-use 5.014;
+use 5.018;
 use strict;
 use warnings;
 
