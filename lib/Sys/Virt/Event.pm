@@ -211,7 +211,19 @@ one event loop per process.
 Run a single iteration of the default event loop implementation: wait
 until a watch is ready or a timer is due, and dispatch it.  Croaks when
 the default loop is not the registered one (it would otherwise block for
-ever) or when libvirt reports an error.
+ever), when libvirt reports an error, and in a process forked after the
+loop was registered (see L</FORK>).  Signal handlers and C<exit> called
+by its callbacks take effect once it returns (see L</SIGNALS AND EXIT>).
+
+libvirt's default loop frees removed watches and timers from an
+idle-priority source, which runs only in an iteration where nothing else
+is due.  While any timer of interval 0 is active, every iteration has
+something due, so nothing removed in the meantime is freed: a program
+that adds and removes watches while it keeps a 0 ms timer grows without
+bound.  Give such a timer an interval of 1 ms or more, or set it to 0
+only for the iteration that needs it (as libvirt does with its own), or
+use a loop written in Perl (L<Sys::Virt::Event::AnyEvent>), whose frees
+do not wait for an idle iteration.
 
 =head2 register($impl)
 
@@ -295,12 +307,15 @@ handles without calling it, the free is queued the same way.
 =head2 $self->_run_pending_frees()
 
 Run the frees that were requested while libvirt was below on the stack
-and are still queued.  They run by themselves at the next dispatch or
-public call; a loop that may go idle for long (for instance once a
-connection is closed, when libvirt removes its watches from inside
-C<virConnectClose>) can call this at the end of each iteration, from its
-top level.  Inside a dispatch or a libvirt call it does nothing.  Also
-callable as a function.
+and are still queued.  They run by themselves, and a loop needs nothing
+of this: at the end of the dispatch or public call they were queued in,
+or, when they were queued inside a libvirt call that the program made
+(a connection closed, say: libvirt removes its watches from inside
+C<virConnectClose>), through a timer of interval 0 that this module asks
+the loop for, through libvirt, as that call returns; its dispatch runs
+them, and the timer removes itself.  A loop may still call this from
+its top level, to free sooner.  Inside a dispatch or a libvirt call it
+does nothing.  Also callable as a function.
 
 =head2 $self->_pending_frees()
 
@@ -316,13 +331,16 @@ to invoke when an event is triggered. The subroutine will be passed three
 parameters, the watch identifier, the file descriptor and the event mask.
 This method returns the watch identifier which can be used to update or
 remove the watch.  The coderef is copied: reassigning the caller's
-variable changes nothing.  Croaks on a closed descriptor, unknown mask
-bits, a value that is not a CODE reference, or when the event loop
+variable changes nothing.  A filehandle is kept open for as long as the
+watch lives, as L<EV> does: once the program drops its own reference,
+the descriptor cannot be closed and reused by an unrelated file while
+the watch still fires for it.  Croaks on a closed descriptor, unknown
+mask bits, a value that is not a CODE reference, or when the event loop
 refuses the watch (the message says why).  A descriptor that a Perl
 filehandle holds is taken as open without asking the kernel; one closed
 behind its filehandle's back (C<POSIX::close(fileno $fh)>) is not noticed
-here: the watch is added, and what it reports is up to the loop
-(libvirt's default loop calls it as readable).
+here.  Remove a watch before closing its descriptor: what a watch on a
+closed descriptor reports depends on the loop (see L</CLOSED DESCRIPTORS>).
 
 =head2 Sys::Virt::Event::update_handle($watch, $events)
 
@@ -413,6 +431,18 @@ removed; see L</_free_callback_opaque>.
 Unknown or negative ids in C<update_*> are never passed on: libvirt
 sometimes updates a timer it has already dropped.
 
+=item *
+
+Besides libvirt's own, the loop may be asked for a timer of interval 0
+that this module adds and removes to run its queued frees (see
+L</_run_pending_frees>).  Its free function does nothing.
+
+=item *
+
+In a process forked after a watch or timer was added, the helpers never
+call it; the first dispatch there tells the loop to disable it (mask 0,
+interval -1).  See L</FORK>.
+
 =back
 
 =head1 ERROR HANDLING
@@ -434,10 +464,89 @@ exception from C<$DIED> itself is printed to STDERR.
 A public call (L</add_handle>, L</remove_timeout>, ...) that libvirt
 refuses croaks with the reason.
 
-Callbacks registered through L<Sys::Virt> itself (domain events, close
-callbacks, stream callbacks) are called by Sys::Virt, not by this module:
-keep them from dying (wrap their bodies in C<eval>), since an exception
-there leaves libvirt's state unwound.
+=head2 Callbacks given to Sys::Virt
+
+L<Sys::Virt> calls the callbacks registered through it from libvirt's
+dispatch without an C<eval>: on its own, a die in one of them unwinds
+libvirt's frames, and the other events libvirt was delivering in the same
+batch are lost (a domain destroyed and started again: the second event
+never arrives).  While this module is loaded, these registrations hand
+Sys::Virt a protected callback in place of the program's coderef, which
+calls it as this module calls its own: a die is caught and reported as
+above (C<$where> is, for instance, C<Sys::Virt domain event callback>),
+and the rest of the batch is delivered.
+
+  domain_event_register            domain_event_register_any
+  network_event_register_any       storage_pool_event_register_any
+  node_device_event_register_any   secret_event_register_any
+  register_close_callback          Sys::Virt::Stream::add_callback
+
+Nothing else changes: the callbacks get the same arguments, the
+registrations return the same ids, deregistration works as before, and
+the same coderef may be registered several times.  The handlers of
+C<recv_all>, C<send_all> and their sparse variants, called while the
+program waits in that call, are left as they are.
+
+=head2 $Sys::Virt::Event::PROTECT_CALLBACKS
+
+True by default.  Set it to a false value (C<local> works) around a
+registration to hand Sys::Virt the coderef itself, as without this
+module:
+
+  {
+      local $Sys::Virt::Event::PROTECT_CALLBACKS = 0;
+      $conn->register_close_callback(\&on_close);
+  }
+
+=head1 SIGNALS AND EXIT
+
+Perl runs a signal handler at the next statement of whatever Perl code
+runs after the signal arrived.  With a loop written in Perl, that is
+often a loop method that libvirt called several times per API call, or a
+callback below libvirt's dispatch: there a handler's die would be caught
+and reported as that method's error (a Ctrl-C lost; an C<alarm> timeout
+around an API call reported as success), or unwind libvirt's frames.  So
+while any libvirt frame is below, this module holds pending signals, and
+they run once libvirt has returned: at the program's next statement after
+the API call, dispatch or C<run_default>, exactly as they run after any
+other long call into C, and as they do with libvirt's default loop.  A
+handler that dies, with any loop, stops the program where it would have
+stopped without libvirt.  A long-running callback delays them until it
+returns.
+
+C<exit> unwinds every Perl frame at once, and below libvirt that would
+leave libvirt's locks held (a process that then never ends, in global
+destruction).  So C<exit> called below a libvirt frame, from a loop
+method, a callback, C<$Sys::Virt::Event::DIED> or a signal handler, is
+held the same way: the code that called it dies with a message saying
+so, libvirt gets the failure it expects, no further callback of the
+program's is called, and the exit is carried out, with its status, as
+soon as libvirt has returned.  C<END> blocks then run as usual, and may
+use libvirt and the loop.  This covers the C<exit> calls compiled after
+this module was loaded (load it first); C<POSIX::_exit> is immediate, as
+always.
+
+=head1 FORK
+
+libvirt connections are not fork-safe: a forked child shares its
+parent's sockets, and an event loop in the child that served the
+parent's watches would read the parent's replies and events.  So the
+watches and timers added before a fork stay silent in the child: the
+helpers never call them there, and the first dispatch of one tells the
+child's copy of the loop to disable it; the parent loses nothing.
+libvirt's default loop cannot be told so, and C<run_default> croaks in a
+forked child.  A child that needs libvirt opens its own connections,
+with the parent's loop class (Perl loops only), and must not use or
+close the parent's connection objects: end it with C<POSIX::_exit>, or
+C<exec>, rather than C<exit>, whose global destruction would close them.
+
+=head1 CLOSED DESCRIPTORS
+
+A watch must be removed before its descriptor is closed.  What a watch on
+a descriptor closed underneath it does depends on the loop:
+libvirt's default loop spins on it, without ever calling the callback;
+L<Sys::Virt::Event::AnyEvent> says what it does with each of its
+backends.  libvirt itself always removes its watches before closing.
 
 =head1 THREADS
 
