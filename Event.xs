@@ -73,10 +73,13 @@ static int sve_registered_generation;   /* see sve_fork_generation */
  * connections the child must leave alone. */
 static volatile int sve_fork_generation;
 
+static void sve_forks_publish(void);
+
 static void
 sve_atfork_child(void)
 {
     sve_fork_generation++;
+    sve_forks_publish();
 }
 
 #define MY_CXT_KEY "Sys::Virt::Event::_guts" XS_VERSION
@@ -105,7 +108,7 @@ typedef struct {
 typedef struct {
     SV *impl;                   /* the registered object (a reference) */
     sve_method_cache methods[SVE_N_METHODS];
-    int depth;                  /* > 0 while a libvirt C frame is below us */
+    int libvirt_frames;         /* libvirt C frames below us (section 5) */
     int trampolines;            /* > 0 while libvirt is calling the loop */
     sve_record *pending_head;   /* frees waiting for a safe point */
     sve_record *pending_tail;
@@ -117,14 +120,37 @@ typedef struct {
     SV *spare_args[SVE_N_SPARE_ARGS]; /* see sve_arg_take */
     bool destructing;           /* the interpreter is going away */
     /* held while a libvirt frame is below us (see sve_signal_hook) */
-    bool signals_held;          /* perl has signals to dispatch */
     bool exit_held;             /* exit() was called ... */
     int exit_status;            /* ... with this status */
     despatch_signals_proc_t next_signalhook; /* perl's, or another module's */
     int drain_timer;            /* the 0 ms timer asked for pending frees */
+    SV *forks;                  /* $Sys::Virt::Event::FORKS */
 } my_cxt_t;
 
 START_MY_CXT
+
+/* $Sys::Virt::Event::FORKS is sve_fork_generation, for loops written in
+ * Perl: comparing it costs less than a getpid() ($$).  Set in the child
+ * by pthread_atfork, in the interpreter that forked: the only one the
+ * child has (none when a thread of libvirt's forked, to exec). */
+static void
+sve_forks_publish(void)
+{
+    dTHX;
+#ifdef MULTIPLICITY
+    if (!my_perl || my_cxt_index < 0 || my_cxt_index >= PL_my_cxt_size ||
+        !PL_my_cxt_list[my_cxt_index])
+        return;
+#endif
+    {
+        dMY_CXT;
+
+        if (MY_CXT.forks) {     /* read-only to Perl, not to us */
+            (void)SvIOK_only(MY_CXT.forks);   /* drops a cached string */
+            SvIV_set(MY_CXT.forks, sve_fork_generation);
+        }
+    }
+}
 
 static const char *const sve_kind_name[] = { "watch", "timer" };
 static const char *const sve_role_name[] = { "", "callback", "opaque", "free-function" };
@@ -140,6 +166,11 @@ sve_init_cxt(pTHX_ my_cxt_t *cxt)
 
     Zero(cxt, 1, my_cxt_t);
     cxt->failure = newSVpvs("");
+    cxt->forks = get_sv("Sys::Virt::Event::FORKS", GV_ADD | GV_ADDMULTI);
+    if (!SvREADONLY(cxt->forks)) {  /* a clone's is its parent's copy */
+        sv_setiv(cxt->forks, sve_fork_generation);
+        SvREADONLY_on(cxt->forks);
+    }
     if (PL_signalhook == sve_signal_hook && inherited) {
         cxt->next_signalhook = inherited;
     } else {
@@ -734,16 +765,19 @@ sve_report(pTHX_ SV *err, SV *where, bool died)
 /* ------------------------------------------------------------------ */
 
 /*
- * MY_CXT.depth counts the libvirt frames below us: a trampoline, a
- * dispatch, a public call, run_default, a Sys::Virt callback we protect.
- * While it is not 0, three things wait:
+ * MY_CXT.libvirt_frames counts the libvirt frames below us: a trampoline,
+ * a dispatch, a public call, run_default, a Sys::Virt callback we
+ * protect.  While it is not 0, three things wait:
  *
  * - Perl's signal handlers.  perl runs a pending handler at the next
  *   statement of whatever Perl code runs, and below libvirt that is a
  *   loop method or a callback: the handler's die would be caught there
  *   and reported as theirs (a Ctrl-C lost), or unwind libvirt's frames.
- *   sve_signal_hook, perl's PL_signalhook, leaves them pending until the
- *   count is back at 0; they then run as after any other long C call.
+ *   sve_signal_hook, perl's PL_signalhook, leaves them pending (perl asks
+ *   again at each statement, a test of one counter) until the count is
+ *   back at 0; they then run as after any other long C call.  They wait
+ *   in a destructor too: libvirt frees a callback's data from inside its
+ *   own calls, and that runs the destructors of what the callback held.
  * - exit().  It unwinds every Perl frame at once, G_EVAL or not, and
  *   below libvirt that leaves libvirt's locks held for good.  The exit
  *   ops compiled once this module is loaded call sve_pp_exit, which notes
@@ -765,25 +799,11 @@ sve_signal_hook(pTHX)
 {
     dMY_CXT;
 
-    if (MY_CXT.depth > 0) {
-        MY_CXT.signals_held = TRUE;
-        PL_sig_pending = 0;     /* perl's per-signal counts stay */
-        return;
-    }
-    MY_CXT.signals_held = FALSE;
+    if (MY_CXT.libvirt_frames > 0 || PL_curstackinfo->si_type == PERLSI_DESTROY)
+        return;                 /* PL_sig_pending stays set */
     sve_carry_out_exit(aTHX_ &MY_CXT);
     MY_CXT.next_signalhook(aTHX);
 }
-
-/* Entering and leaving a libvirt frame.  When the last one is left, what
- * was held is due: perl's next statement (or our own check) calls the
- * hook.  Inside libvirt that is harmless: the next Perl code libvirt runs
- * is ours again, and holds it again. */
-#define SVE_FRAME_ENTER(cxt) ((cxt)->depth++)
-#define SVE_FRAME_LEAVE(cxt) STMT_START {                               \
-        if (--(cxt)->depth == 0 && ((cxt)->signals_held || (cxt)->exit_held)) \
-            PL_sig_pending = 1;                                         \
-    } STMT_END
 
 static Perl_check_t sve_next_ck_exit;
 
@@ -802,7 +822,7 @@ sve_pp_exit(pTHX)
     {
         dMY_CXT;
 
-        if (MY_CXT.depth == 0)
+        if (MY_CXT.libvirt_frames == 0)
             return PL_ppaddr[OP_EXIT](aTHX);
         if (MAXARG >= 1) {
             SV *sv = POPs;
@@ -813,6 +833,7 @@ sve_pp_exit(pTHX)
         PUTBACK;
         MY_CXT.exit_held = TRUE;
         MY_CXT.exit_status = (int)status;
+        PL_sig_pending = 1;     /* the hook carries it out */
     }
     croak("exit(%d) below a libvirt call: it takes effect once libvirt "
           "has returned\n", (int)status);
@@ -854,7 +875,7 @@ sve_run_pending(pTHX)
 {
     dMY_CXT;
 
-    while (MY_CXT.depth == 0 && MY_CXT.pending_head) {
+    while (MY_CXT.libvirt_frames == 0 && MY_CXT.pending_head) {
         sve_record *rec = MY_CXT.pending_head;
         virFreeCallback ff = rec->ff;
         void *opaque = rec->opaque;
@@ -870,9 +891,9 @@ sve_run_pending(pTHX)
         if (ff) {
             /* A free function may call back into libvirt, which may call
              * our trampolines: what they queue waits for this loop. */
-            SVE_FRAME_ENTER(&MY_CXT);
+            MY_CXT.libvirt_frames++;
             ff(opaque);
-            SVE_FRAME_LEAVE(&MY_CXT);
+            MY_CXT.libvirt_frames--;
         }
     }
     if (!MY_CXT.pending_head && MY_CXT.drain_timer < 0)
@@ -1189,6 +1210,8 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
  * Tells the loop a new mask or interval, unless that changes nothing: the
  * same mask, or the same interval of 0 or -1 (a positive interval is
  * passed on again: libvirt restarts a timer that way, for keepalive).
+ * The loop has heard of it only once its method returned: after a
+ * failure, the same value is passed on again next time.
  */
 static void
 sve_tell_loop(pTHX_ sve_record *rec, int value)
@@ -1198,15 +1221,17 @@ sve_tell_loop(pTHX_ sve_record *rec, int value)
 
     if (value == rec->loop_value && (rec->kind == SVE_KIND_HANDLE || value <= 0))
         return;
-    rec->loop_value = value;
-    if (!sve_impl_usable(aTHX))
+    if (!sve_impl_usable(aTHX)) {
+        rec->loop_value = value;
         return;
+    }
     ENTER;
     SAVETMPS;
     args[0] = sve_arg_iv(aTHX_ &MY_CXT, 0, rec->id);
     args[1] = sve_arg_iv(aTHX_ &MY_CXT, 1, value);
-    sve_call_impl(aTHX_ rec->kind == SVE_KIND_HANDLE ? SVE_UPDATE_HANDLE : SVE_UPDATE_TIMEOUT,
-                  args, 2);
+    if (sve_call_impl(aTHX_ rec->kind == SVE_KIND_HANDLE ? SVE_UPDATE_HANDLE : SVE_UPDATE_TIMEOUT,
+                      args, 2))
+        rec->loop_value = value;
     sve_args_done(aTHX_ &MY_CXT, args, 2);
     FREETMPS;
     LEAVE;
@@ -1263,11 +1288,11 @@ sve_flush_updates(pTHX)
         MY_CXT.updates = rec->next_update;
         rec->update_queued = FALSE;
         if (rec->live) {
-            SVE_FRAME_ENTER(&MY_CXT);
+            MY_CXT.libvirt_frames++;
             MY_CXT.trampolines++;
             sve_tell_loop(aTHX_ rec, rec->wanted_value);
             MY_CXT.trampolines--;
-            SVE_FRAME_LEAVE(&MY_CXT);
+            MY_CXT.libvirt_frames--;
         }
         sve_record_unhold(aTHX_ rec);
     }
@@ -1355,20 +1380,20 @@ sve_ask_for_drain(pTHX)
 }
 
 /*
- * The whole of a trampoline counts as inside libvirt (depth), including
+ * The whole of a trampoline counts as inside libvirt (a frame), including
  * error reports and the freeing of temporaries: a public call made from
  * there must not run frees, and the loop must not dispatch from there.
  */
 #define SVE_INSIDE_LIBVIRT(stmt) STMT_START {                   \
         dMY_CXT;                                                \
-        SVE_FRAME_ENTER(&MY_CXT);                               \
+        MY_CXT.libvirt_frames++;                               \
         MY_CXT.trampolines++;                                   \
         stmt;                                                   \
-        if (MY_CXT.depth == 1 && MY_CXT.pending_head &&         \
+        if (MY_CXT.libvirt_frames == 1 && MY_CXT.pending_head &&         \
             !MY_CXT.drain_timer)                                \
             sve_ask_for_drain(aTHX);                            \
         MY_CXT.trampolines--;                                   \
-        SVE_FRAME_LEAVE(&MY_CXT);                               \
+        MY_CXT.libvirt_frames--;                               \
     } STMT_END
 
 static int
@@ -1565,7 +1590,7 @@ static XSPROTO(sve_protected_callback)
 
     if (MY_CXT.exit_held)
         XSRETURN_EMPTY;         /* the program is exiting */
-    SVE_FRAME_ENTER(&MY_CXT);
+    MY_CXT.libvirt_frames++;
     if (!sve_call(aTHX_ slots[0], NULL, NULL, &ST(0), items, G_VOID, NULL, &err)) {
         ENTER;
         SAVETMPS;
@@ -1573,7 +1598,7 @@ static XSPROTO(sve_protected_callback)
         FREETMPS;
         LEAVE;
     }
-    SVE_FRAME_LEAVE(&MY_CXT);
+    MY_CXT.libvirt_frames--;
     XSRETURN_EMPTY;
 }
 
@@ -1655,7 +1680,7 @@ sve_public_lookup(pTHX_ sve_kind kind, int id, const char *func)
 PERL_STATIC_INLINE void
 sve_back_at_top_level(pTHX_ my_cxt_t *cxt)
 {
-    if (cxt->depth != 0)
+    if (cxt->libvirt_frames != 0)
         return;
     if (cxt->pending_head)
         sve_run_pending(aTHX);
@@ -1681,14 +1706,14 @@ sve_public_add(pTHX_ sve_kind kind, const sve_fd_arg *fd, int events_or_ms,
     pub->perl = aTHX;
 #endif
     sve_reset_failure(aTHX);
-    SVE_FRAME_ENTER(&MY_CXT);
+    MY_CXT.libvirt_frames++;
     if (kind == SVE_KIND_HANDLE)
         id = virEventAddHandle(fd->fd, events_or_ms, sve_public_handle_cb, pub,
                                sve_public_free);
     else
         id = virEventAddTimeout(events_or_ms, sve_public_timeout_cb, pub,
                                 sve_public_free);
-    SVE_FRAME_LEAVE(&MY_CXT);
+    MY_CXT.libvirt_frames--;
     if (id < 0) {
         /* libvirt does not call the free function of a failed add */
         sve_public_release(aTHX_ pub);
@@ -1724,12 +1749,12 @@ sve_public_update(pTHX_ sve_kind kind, int id, int events_or_ms, const char *fun
 
     if (!sve_public_still_live(aTHX_ kind, id, func))
         return;
-    SVE_FRAME_ENTER(&MY_CXT);
+    MY_CXT.libvirt_frames++;
     if (kind == SVE_KIND_HANDLE)
         virEventUpdateHandle(id, events_or_ms);
     else
         virEventUpdateTimeout(id, events_or_ms);
-    SVE_FRAME_LEAVE(&MY_CXT);
+    MY_CXT.libvirt_frames--;
     sve_back_at_top_level(aTHX_ &MY_CXT);
 }
 
@@ -1744,12 +1769,12 @@ sve_public_remove(pTHX_ sve_kind kind, int id, const char *func)
     /* forget it first: its free function may run before libvirt returns */
     sve_idmap_delete(&MY_CXT.publics[kind], id);
     sve_reset_failure(aTHX);
-    SVE_FRAME_ENTER(&MY_CXT);
+    MY_CXT.libvirt_frames++;
     if (kind == SVE_KIND_HANDLE)
         rc = virEventRemoveHandle(id);
     else
         rc = virEventRemoveTimeout(id);
-    SVE_FRAME_LEAVE(&MY_CXT);
+    MY_CXT.libvirt_frames--;
     sve_back_at_top_level(aTHX_ &MY_CXT);
     if (rc < 0)
         croak("%s: %s", func, sve_failure_reason(aTHX));
@@ -1769,7 +1794,7 @@ sve_dispatch_catch_up(pTHX_ sve_record *rec)
     bool gone;
 
     rec->objects++;
-    if (MY_CXT.depth == 0 && MY_CXT.pending_head)
+    if (MY_CXT.libvirt_frames == 0 && MY_CXT.pending_head)
         sve_run_pending(aTHX);
     if (MY_CXT.updates)         /* a nested dispatch */
         sve_flush_updates(aTHX);
@@ -1791,11 +1816,11 @@ sve_silence_inherited(pTHX_ sve_record *rec)
 
     if (!rec->live)
         return;
-    SVE_FRAME_ENTER(&MY_CXT);
+    MY_CXT.libvirt_frames++;
     MY_CXT.trampolines++;
     sve_tell_loop(aTHX_ rec, rec->kind == SVE_KIND_HANDLE ? 0 : -1);
     MY_CXT.trampolines--;
-    SVE_FRAME_LEAVE(&MY_CXT);
+    MY_CXT.libvirt_frames--;
 }
 
 /* Shared by both dispatch XSUBs: call the record REC's callback with a
@@ -1819,16 +1844,16 @@ sve_silence_inherited(pTHX_ sve_record *rec)
             sve_silence_inherited(aTHX_ rec);                   \
             XSRETURN_EMPTY;                                     \
         }                                                       \
-        if (((MY_CXT.depth == 0 && MY_CXT.pending_head) || MY_CXT.updates) && \
+        if (((MY_CXT.libvirt_frames == 0 && MY_CXT.pending_head) || MY_CXT.updates) && \
             !sve_dispatch_catch_up(aTHX_ rec))                  \
             XSRETURN_EMPTY;                                     \
-        SVE_FRAME_ENTER(&MY_CXT);                               \
+        MY_CXT.libvirt_frames++;                               \
         MY_CXT.dispatching++;                                   \
         XCPT_TRY_START {                                        \
             call;                                               \
         } XCPT_TRY_END                                          \
         MY_CXT.dispatching--;                                   \
-        SVE_FRAME_LEAVE(&MY_CXT);                               \
+        MY_CXT.libvirt_frames--;                               \
         XCPT_CATCH {                                            \
             XCPT_RETHROW;                                       \
         }                                                       \
@@ -1938,23 +1963,31 @@ void
 run_default()
   PREINIT:
     dMY_CXT;
-    int rc;
+    dXCPT;
+    int rc = 0;
   CODE:
     if (sve_registered != SVE_LOOP_DEFAULT)
         croak("Sys::Virt::Event::run_default: the default event loop is not "
               "registered; call Sys::Virt::Event::register_default() first");
     sve_require_owner(aTHX_ "Sys::Virt::Event::run_default");
     /* libvirt's loop would serve the parent's watches too, reading the
-     * parent's sockets: we cannot tell it otherwise */
+     * parent's sockets: it cannot be told otherwise */
     if (sve_registered_generation != sve_fork_generation)
         croak("Sys::Virt::Event::run_default: this process was forked after "
               "libvirt's default event loop was registered; the loop's "
               "watches belong to the parent (libvirt connections are not "
               "fork-safe): run it in the parent only");
-    /* callbacks run below libvirt's loop: what they hold waits for it */
-    SVE_FRAME_ENTER(&MY_CXT);
-    rc = virEventRunDefaultImpl();
-    SVE_FRAME_LEAVE(&MY_CXT);
+    /* Callbacks run below libvirt's loop: what they hold waits for it.
+     * One that Sys::Virt calls unprotected may die through it: the count
+     * is restored on the way out (see SVE_DISPATCH). */
+    MY_CXT.libvirt_frames++;
+    XCPT_TRY_START {
+        rc = virEventRunDefaultImpl();
+    } XCPT_TRY_END
+    MY_CXT.libvirt_frames--;
+    XCPT_CATCH {
+        XCPT_RETHROW;
+    }
     sve_back_at_top_level(aTHX_ &MY_CXT);
     if (rc < 0) {
         virErrorPtr err = virGetLastError();

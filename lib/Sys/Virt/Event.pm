@@ -535,10 +535,21 @@ watches and timers added before a fork stay silent in the child: the
 helpers never call them there, and the first dispatch of one tells the
 child's copy of the loop to disable it; the parent loses nothing.
 libvirt's default loop cannot be told so, and C<run_default> croaks in a
-forked child.  A child that needs libvirt opens its own connections,
+forked child.  A loop built on a kernel event queue that a fork shares
+(epoll, kqueue) must give the child its own before it changes a watch
+there, or the change reaches the parent's queue too;
+L<Sys::Virt::Event::AnyEvent> does so on L<EV>.  A child that needs libvirt opens its own connections,
 with the parent's loop class (Perl loops only), and must not use or
 close the parent's connection objects: end it with C<POSIX::_exit>, or
 C<exec>, rather than C<exit>, whose global destruction would close them.
+
+=head2 $Sys::Virt::Event::FORKS
+
+The number of forks between the process that loaded this module and the
+current one: 0 in that process, 1 in its children, and so on.  Read-only.
+A loop written in Perl compares it with the value it noted when it
+started, to learn cheaply (C<$$> costs a system call) that it runs in a
+child.
 
 =head1 CLOSED DESCRIPTORS
 
