@@ -170,7 +170,7 @@ SKIP: {
         print "own_timer=$mine\n";
         print 'polled_watches=', scalar @live, "\n";
         print 'parent_timer_interval=', $loop->{timeouts}{$timer}{interval}, "\n";
-    }, timeout => 10);
+    }, timeout => 60);
     my %out = map { /^(\w+)=(.*)\z/ ? ($1, $2) : () } split /\n/, $child->{output};
     is($child->{exit}, 0, 'the child ran its loop') or diag($child->{output});
     is($out{parent_watch}, 0, 'in the child, the parent\'s watch never fired');
@@ -206,7 +206,7 @@ SKIP: {
             print "parent: fired\n";
         ' 2>&1};
         print $out;
-    }, timeout => 10);
+    }, timeout => 60);
     like($r->{output}, qr/^child: Sys::Virt::Event::run_default: this process was forked after libvirt's default event loop was registered/m,
          'run_default croaks in a forked child');
     like($r->{output}, qr/^parent: fired$/m, 'the parent\'s loop goes on');
