@@ -32,7 +32,7 @@ use Carp ();
 use Scalar::Util ();
 use Exporter 'import';
 
-our $VERSION = '0.01';
+our $VERSION = '0.02';
 
 our @CONSTANTS = qw(HANDLE_READABLE HANDLE_WRITABLE HANDLE_ERROR HANDLE_HANGUP);
 our @EXPORT_OK = @CONSTANTS;
@@ -481,7 +481,9 @@ and the rest of the batch is delivered.
   node_device_event_register_any   secret_event_register_any
   register_close_callback          Sys::Virt::Stream::add_callback
 
-Nothing else changes: the callbacks get the same arguments, the
+Callbacks given as code references are protected; one given as the name
+of a sub is passed on as it is.  Nothing else changes: the callbacks get
+the same arguments, the
 registrations return the same ids, deregistration works as before, and
 the same coderef may be registered several times.  The handlers of
 C<recv_all>, C<send_all> and their sparse variants, called while the

@@ -7,7 +7,7 @@ use warnings;
 use Carp ();
 use Sys::Virt::Event ();
 
-our $VERSION = '0.01';
+our $VERSION = '0.02';
 
 # Subclasses get register() and the _run_*/_free_* helpers from here.
 our @ISA = ('Sys::Virt::Event');

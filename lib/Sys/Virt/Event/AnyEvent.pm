@@ -10,7 +10,7 @@ use AnyEvent ();
 use IO::Poll qw(POLLIN POLLOUT POLLERR POLLHUP POLLNVAL);
 use Sys::Virt::Event qw(:constants);
 
-our $VERSION = '0.01';
+our $VERSION = '0.02';
 
 our @ISA = ('Sys::Virt::Event');
 
