@@ -514,7 +514,11 @@ the API call, dispatch or C<run_default>, exactly as they run after any
 other long call into C, and as they do with libvirt's default loop.  A
 handler that dies, with any loop, stops the program where it would have
 stopped without libvirt.  A long-running callback delays them until it
-returns.
+returns.  Where that is inside another event loop's callback (a held
+handler runs as the dispatch returns, in the AnyEvent watcher that made
+it), the die goes where that loop sends it: L<EV> hands a die in any of
+its callbacks to C<$EV::DIED>, which warns and carries on unless the
+program sets it to do otherwise, with or without this module.
 
 C<exit> unwinds every Perl frame at once, and below libvirt that would
 leave libvirt's locks held (a process that then never ends, in global
