@@ -212,6 +212,34 @@ SKIP: {
     like($r->{output}, qr/^parent: fired$/m, 'the parent\'s loop goes on');
 }
 
+# A watch on a descriptor closed underneath it, with libvirt's default
+# loop, as its POD says: never called, and the loop spins.
+{
+    my $r = in_child(sub {
+        my $out = qx{$^X -Mblib -MPOSIX -MTime::HiRes=time -MSys::Virt::Event -e '
+            Sys::Virt::Event::register_default();
+            pipe(my \$r, my \$w) or die;
+            my \$calls = 0;
+            my \$watch = Sys::Virt::Event::add_handle(fileno \$r,
+                Sys::Virt::Event::HANDLE_READABLE(), sub { \$calls++ });
+            POSIX::close(fileno \$r);
+            my \$t = Sys::Virt::Event::add_timeout(100, sub { });
+            my (\$iterations, \$until) = (0, time + 1);
+            while (time < \$until && \$iterations < 1000) {
+                Sys::Virt::Event::run_default();
+                \$iterations++;
+            }
+            print "calls=\$calls iterations=\$iterations\n";
+        ' 2>&1};
+        print $out;
+    }, timeout => 60);
+    my ($calls, $iterations) = $r->{output} =~ /calls=(\d+) iterations=(\d+)/;
+    is($calls, 0, 'the default loop never calls a watch whose descriptor was closed')
+        or diag($r->{output});
+    # a 100 ms timer alone would allow about 10 iterations in a second
+    cmp_ok($iterations // 0, '>', 100, '... and does not wait either: it spins');
+}
+
 ok($loop->idle, 'nothing is left registered');
 is(Sys::Virt::Event::_pending_frees(), 0, 'no free is left pending');
 done_testing;
