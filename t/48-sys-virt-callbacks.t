@@ -267,6 +267,11 @@ sub parse_report {
 
 for my $kind (qw(TestLoop default)) {
     my $t = "$kind: PROTECT_CALLBACKS = 0";
+    # the die leaks what libvirt's unwound frames would have released
+    if ($ENV{SVE_UNDER_MEMCHECK}) {
+        SKIP: { skip "$t leaks libvirt memory on purpose; not run under memcheck", 1 }
+        next;
+    }
     my $r = in_child(sub {
         my $loop = loop_of($kind);
         my $conn = Sys::Virt->new(uri => $URI);

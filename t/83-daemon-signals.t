@@ -602,7 +602,14 @@ for my $entry (['default', undef], loop_kinds()) {
         my $d = PrivateLibvirtd->start;
         case_interrupt($d, $kind) if $CASES =~ /A/;
         case_alarm($d, $kind) if $CASES =~ /B/;
-        case_term($d, $kind) if $CASES =~ /C/;
+        SKIP: {
+            last SKIP unless $CASES =~ /C/;
+            # exiting with connections and registrations open loses
+            # libvirt's memory, which valgrind reports in the exit status
+            skip("$kind C: exits with libvirt memory in use; not run under memcheck", 1)
+                if $ENV{SVE_UNDER_MEMCHECK};
+            case_term($d, $kind);
+        }
         case_cycles($d, $kind) if $CASES =~ /D/;
         ok($d->alive, "$kind: the daemon still runs") or diag($d->log_text);
         undef $d;
