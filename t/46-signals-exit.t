@@ -97,6 +97,24 @@ sub in_loop_child {
     return $r;
 }
 
+# In a child: an END block that runs the loop, to show that an exit left
+# nothing counted; it prints end_fired=N.
+sub end_runs_the_loop {
+    ($RUN) = @_;
+    eval q{
+        END {
+            my $fired = 0;
+            my $t = Sys::Virt::Event::add_timeout(0, sub { $fired++ });
+            # bounded: a slow machine may need more than one run
+            for (1 .. 100) { last if $fired; $main::RUN->(20) }
+            Sys::Virt::Event::remove_timeout($t);
+            print "end_fired=$fired\n";
+        }
+        1;
+    } or die $@;
+    return;
+}
+
 sub clean_exit {
     my ($r, $status, $name) = @_;
     ok(!$r->{timed_out} && !$r->{signal}, "$name: no hang, no crash")
@@ -184,19 +202,7 @@ for my $l (@LOOPS) {
         subtest "$loop_name: exit in a callback" => sub {
             my $r = in_loop_child($setup, sub {
                 my ($run) = @_;
-                # END runs the loop again: nothing may be left counted
-                eval q{
-                    END {
-                        my $fired = 0;
-                        my $t = Sys::Virt::Event::add_timeout(0, sub { $fired++ });
-                        # bounded: a slow machine may need more than one run
-                        for (1 .. 100) { last if $fired; $main::RUN->(20) }
-                        Sys::Virt::Event::remove_timeout($t);
-                        print "end_fired=$fired\n";
-                    }
-                    1;
-                } or die $@;
-                $main::RUN = $run;
+                end_runs_the_loop($run);
                 # (once: END runs this timer again)
                 Sys::Virt::Event::add_timeout(0, sub { exit 6 unless $main::EXITED++ });
                 $run->(30);
@@ -214,18 +220,7 @@ for my $l (@LOOPS) {
             for my $how ('exit in the method', 'exit from $DIED') {
                 my $r = in_loop_child($setup, sub {
                     my ($run) = @_;
-                    eval q{
-                        END {
-                            my $fired = 0;
-                            my $t = Sys::Virt::Event::add_timeout(0, sub { $fired++ });
-                            # bounded: a slow machine may need more than one run
-                        for (1 .. 100) { last if $fired; $main::RUN->(20) }
-                            Sys::Virt::Event::remove_timeout($t);
-                            print "end_fired=$fired\n";
-                        }
-                        1;
-                    } or die $@;
-                    $main::RUN = $run;
+                    end_runs_the_loop($run);
                     if ($how eq 'exit in the method') {
                         $Injected::DO{add_timeout} = sub { exit 3 };
                     } else {

@@ -17,7 +17,8 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use IPC::Open3 ();
 use Scalar::Util qw(refaddr);
-use TestUtil qw(in_child have_sys_virt anyevent_run_until);
+use TestUtil qw(in_child have_sys_virt anyevent_run_until
+                anyevent_run_for report);
 use Lifecycle ();
 
 # The backend under test; t/76-anyevent-perl-backend.t sets 'Perl'.
@@ -68,26 +69,11 @@ sub child {
     return \%out;
 }
 
-sub report {
-    my (%kv) = @_;
-    for my $key (sort keys %kv) {
-        (my $value = $kv{$key} // 'undef') =~ s/\n/ | /g;
-        print "$key=$value\n";
-    }
-    return;
-}
 
 # Runs the AnyEvent loop until $cond is true or $seconds pass.
 sub run_until { return anyevent_run_until(@_) }
 
-# Runs the AnyEvent loop for $seconds.
-sub run_for {
-    my ($seconds) = @_;
-    my $cv = AnyEvent->condvar;
-    my $limit = AnyEvent->timer(after => $seconds, cb => sub { $cv->send });
-    $cv->recv;
-    return;
-}
+sub run_for { return anyevent_run_for(@_) }
 
 # Runs $n iterations of the AnyEvent loop that poll for I/O, counted by a
 # watcher of our own on a descriptor that is always ready.

@@ -16,7 +16,8 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use POSIX ();
-use TestUtil qw(in_child child_case have_sys_virt anyevent_run_until);
+use TestUtil qw(in_child child_case have_sys_virt anyevent_run_until
+                anyevent_run_for report);
 
 BEGIN {
     plan skip_all => 'AnyEvent is not installed' unless eval { require AnyEvent; 1 };
@@ -34,26 +35,10 @@ my @BACKENDS = (
 
 # -- helpers, for the children -------------------------------------------------
 
-sub report {
-    my (%kv) = @_;
-    for my $key (sort keys %kv) {
-        (my $value = $kv{$key} // 'undef') =~ s/\n/ | /g;
-        print "$key=$value\n";
-    }
-    return;
-}
 
 sub run_until { return anyevent_run_until(@_) }
 
-# Runs the AnyEvent loop for $seconds.
-sub run_for {
-    my ($seconds) = @_;
-    my $cv = AnyEvent->condvar;
-    AnyEvent->now_update;
-    my $limit = AnyEvent->timer(after => $seconds, cb => sub { $cv->send });
-    $cv->recv;
-    return;
-}
+sub run_for { return anyevent_run_for(@_) }
 
 # CPU seconds this process has used.
 sub cpu {

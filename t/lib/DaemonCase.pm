@@ -23,7 +23,7 @@ use Exporter 'import';
 use Test::More;
 use Time::HiRes ();
 
-use TestUtil qw(in_child anyevent_run_until);
+use TestUtil qw(in_child anyevent_run_until report);
 
 our @EXPORT_OK = qw(loop_kinds run_case report elapsed_ms
                     lifecycle_recorder connect_noting_sockets sockets_still_open);
@@ -69,16 +69,6 @@ sub run_case {
         $out{$1} = $2 if $line =~ /^(\w[\w.]*)=(.*)\z/;
     }
     return \%out;
-}
-
-sub report {
-    my (%kv) = @_;
-    for my $key (sort keys %kv) {
-        my $value = defined $kv{$key} ? $kv{$key} : '';
-        $value =~ s/\n/ | /g;
-        print "$key=$value\n";
-    }
-    return;
 }
 
 # The sockets this process has open ("socket:[inode]" names).  A remote

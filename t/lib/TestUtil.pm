@@ -10,7 +10,8 @@ use warnings;
 use Exporter 'import';
 use POSIX ();
 
-our @EXPORT_OK = qw(in_child child_case error_of have_sys_virt anyevent_run_until);
+our @EXPORT_OK = qw(in_child child_case error_of have_sys_virt report
+                    anyevent_run_until anyevent_run_for);
 
 # in_child(sub { ... }, timeout => SECONDS)
 # Runs the code in a forked child with STDOUT and STDERR captured.  The
@@ -101,6 +102,28 @@ sub anyevent_run_until {
     my $limit = AnyEvent->timer(after => $seconds, cb => sub { $cv->send });
     $cv->recv;
     return $cond->() ? 1 : 0;
+}
+
+# In a child: prints each key=value on a line of its own, for the parent
+# to read back (child_case, DaemonCase::run_case); undef prints as ''.
+sub report {
+    my (%kv) = @_;
+    for my $key (sort keys %kv) {
+        my $value = defined $kv{$key} ? $kv{$key} : '';
+        $value =~ s/\n/ | /g;
+        print "$key=$value\n";
+    }
+    return;
+}
+
+# Runs the AnyEvent loop (the caller has loaded AnyEvent) for $seconds.
+sub anyevent_run_for {
+    my ($seconds) = @_;
+    my $cv = AnyEvent->condvar;
+    AnyEvent->now_update;
+    my $limit = AnyEvent->timer(after => $seconds, cb => sub { $cv->send });
+    $cv->recv;
+    return;
 }
 
 sub have_sys_virt {
