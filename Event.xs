@@ -501,7 +501,7 @@ sve_fd_is_open(int fd)
  * which the watch then keeps open (see sve_public). */
 typedef struct {
     int fd;
-    SV *fh;                     /* the glob or IO object, or NULL */
+    SV *fh;                     /* its IO object, or NULL */
 } sve_fd_arg;
 
 static void
@@ -519,9 +519,9 @@ sve_fd_from_sv(pTHX_ SV *sv, sve_fd_arg *out, const char *func, const char *arg)
         if ((out->fd = PerlIO_fileno(IoIFP(io))) < 0)
             croak("%s: %s has no file descriptor (an in-memory filehandle?)",
                   func, arg);
-        /* the glob, not a copy of it: a copy made from a glob value
-         * (\*FH's target) would be a new glob sharing nothing */
-        out->fh = target;
+        /* the IO object, which holds the descriptor open: a glob may be a
+         * copy in the caller's variable, assigned something else later */
+        out->fh = (SV *)io;
         return;
     }
     out->fd = sve_int_nomg(aTHX_ sv, 0, INT_MAX, func, arg);
