@@ -193,17 +193,42 @@ sve_init_cxt(pTHX_ my_cxt_t *cxt)
  * A record stays allocated while any of these holds it: the anchor, the
  * id map (it is live), the pending-free queue.  So a stale handle always
  * points at valid memory and is recognised as removed.
+ *
+ * Its life, each arrow made by the one function named, and nowhere else:
+ *
+ *   ADDING --sve_record_added--> LIVE --sve_record_removed--> REMOVED
+ *     |                                                          |
+ *     | sve_record_add_failed                        sve_queue_free
+ *     v                                                          v
+ *   SETTLED <-----------------sve_run_pending------------- FREE_QUEUED
+ *
+ * and sve_record_settle, from any state to SETTLED, when the interpreter
+ * is torn down (nothing more may run).  A removed record with nothing to
+ * free goes straight to SETTLED.
+ *
+ *   state        in MY_CXT.records  dispatched  its free function
+ *   ADDING       no                 skipped     -
+ *   LIVE         yes                yes         must not run
+ *   REMOVED      no                 skipped     runs once asked for (or
+ *                                               once no holder is left)
+ *   FREE_QUEUED  no (queued)        skipped     at the next safe point
+ *   SETTLED      no                 skipped     ran, or never will
  */
+typedef enum {
+    SVE_ADDING,
+    SVE_LIVE,
+    SVE_REMOVED,
+    SVE_FREE_QUEUED,
+    SVE_SETTLED,
+} sve_state;
+
 struct sve_record {
     sve_kind kind;
+    sve_state state;
     int id;                     /* 0 until the implementation's add returned */
     int fd;                     /* watches only */
     int fork_generation;        /* sve_fork_generation when it was added */
-    unsigned objects;           /* anchors (and holds) pointing here */
-    bool live;                  /* in MY_CXT.records */
-    bool removed;               /* libvirt removed it or the add failed */
-    bool free_queued;           /* in the pending-free queue */
-    bool free_done;             /* ff ran, or must never run */
+    unsigned holders;           /* anchors, and holds our own code takes */
     bool update_queued;         /* in the deferred-update list */
     int loop_value;             /* mask or interval the loop last heard of */
     int wanted_value;           /* ... and the one libvirt asked for since */
@@ -220,11 +245,49 @@ struct sve_record {
 static void
 sve_record_release(sve_record *rec)
 {
-    if (rec->objects == 0 && !rec->live && !rec->free_queued)
+    if (rec->holders == 0 && rec->state != SVE_LIVE && rec->state != SVE_FREE_QUEUED)
         Safefree(rec);
 }
 
 static void sve_queue_free(pTHX_ sve_record *rec);
+
+/* ADDING -> LIVE: the implementation's add returned ID. */
+static void
+sve_record_added(pTHX_ sve_record *rec, int id, int loop_value)
+{
+    dMY_CXT;
+
+    rec->id = id;
+    rec->loop_value = loop_value;
+    rec->state = SVE_LIVE;
+    sve_idmap_put(&MY_CXT.records[rec->kind], id, rec);
+}
+
+/* ADDING -> SETTLED: libvirt releases the opaque of a failed add itself,
+ * and a dispatch of the handles the implementation kept is a no-op. */
+static void
+sve_record_add_failed(sve_record *rec)
+{
+    rec->state = SVE_SETTLED;
+    rec->ff = NULL;
+    rec->opaque = NULL;
+}
+
+/* LIVE -> REMOVED, or SETTLED when there is nothing to free.  The caller
+ * has taken it out of MY_CXT.records. */
+static void
+sve_record_removed(sve_record *rec)
+{
+    rec->state = rec->ff ? SVE_REMOVED : SVE_SETTLED;
+}
+
+/* Any state -> SETTLED, at teardown: its free function never runs. */
+static void
+sve_record_settle(sve_record *rec)
+{
+    rec->state = SVE_SETTLED;
+    sve_record_release(rec);
+}
 
 /*
  * Drops one hold on a record (its anchor, or one taken for a while by our
@@ -235,12 +298,11 @@ static void sve_queue_free(pTHX_ sve_record *rec);
 static void
 sve_record_unhold(pTHX_ sve_record *rec)
 {
-    if (--rec->objects == 0 && rec->removed &&
-        !rec->free_done && !rec->free_queued) {
+    if (--rec->holders == 0 && rec->state == SVE_REMOVED) {
         dMY_CXT;
 
         if (MY_CXT.destructing)
-            rec->free_done = TRUE;
+            rec->state = SVE_SETTLED;
         else
             sve_queue_free(aTHX_ rec);
     }
@@ -307,7 +369,7 @@ sve_handle_targets(pTHX_ sve_record *rec, SV **targets)
     PERL_UNUSED_VAR(mg);
 #endif
     SvREADONLY_on(anchor);
-    rec->objects++;
+    rec->holders++;
     link = newRV_inc(anchor);
     SvREADONLY_on(link);
     ff_link = newRV_inc(link);
@@ -856,12 +918,13 @@ sve_ck_exit(pTHX_ OP *o)
  * queued and run only when no libvirt frame is below us: at the next
  * dispatch from the loop or public call made from the top level.
  */
+/* REMOVED -> FREE_QUEUED */
 static void
 sve_queue_free(pTHX_ sve_record *rec)
 {
     dMY_CXT;
 
-    rec->free_queued = TRUE;
+    rec->state = SVE_FREE_QUEUED;
     rec->next_pending = NULL;
     if (MY_CXT.pending_tail)
         MY_CXT.pending_tail->next_pending = rec;
@@ -883,8 +946,7 @@ sve_run_pending(pTHX)
         MY_CXT.pending_head = rec->next_pending;
         if (!MY_CXT.pending_head)
             MY_CXT.pending_tail = NULL;
-        rec->free_queued = FALSE;
-        rec->free_done = TRUE;
+        rec->state = SVE_SETTLED;     /* FREE_QUEUED -> SETTLED */
         rec->ff = NULL;
         rec->opaque = NULL;
         sve_record_release(rec);
@@ -950,12 +1012,10 @@ sve_destruct(pTHX_ void *unused)
     }
     while ((rec = MY_CXT.pending_head)) {
         MY_CXT.pending_head = rec->next_pending;
-        rec->free_queued = FALSE;
-        rec->free_done = TRUE;
         /* our own free function only drops a coderef: safe to run */
         if (rec->ff == sve_public_free && rec->opaque)
             sve_public_release(aTHX_ rec->opaque);
-        sve_record_release(rec);
+        sve_record_settle(rec);
     }
     MY_CXT.pending_tail = NULL;
     for (kind = SVE_KIND_HANDLE; kind <= SVE_KIND_TIMEOUT; kind++) {
@@ -963,11 +1023,8 @@ sve_destruct(pTHX_ void *unused)
 
         for (i = 0; i < map->cap; i++) {
             if (map->keys[i] > 0) {
-                rec = (sve_record *)map->vals[i];
-                rec->live = FALSE;
-                rec->removed = TRUE;    /* a late dispatch is a no-op */
-                rec->free_done = TRUE;
-                sve_record_release(rec);
+                /* a late dispatch is a no-op */
+                sve_record_settle((sve_record *)map->vals[i]);
             }
         }
         sve_idmap_clear(map);
@@ -1132,7 +1189,6 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
         rec->cb.timeout = (virEventTimeoutCallback)cb;
     rec->opaque = opaque;
     rec->ff = ff;
-    rec->free_done = !ff;       /* nothing to free */
     rec->fork_generation = sve_fork_generation;
 
     ENTER;
@@ -1183,22 +1239,12 @@ sve_add(pTHX_ sve_kind kind, int fd, int events_or_ms, void *cb,
         }
     }
 
-    if (id > 0) {
-        rec->id = id;
-        rec->live = TRUE;
-        rec->loop_value = events_or_ms;
-        sve_idmap_put(&MY_CXT.records[kind], id, rec);
-    } else {
-        /* On failure libvirt releases the opaque itself: ff never runs,
-         * and a dispatch of the objects the implementation kept is a
-         * no-op. */
-        rec->removed = TRUE;
-        rec->free_done = TRUE;
-        rec->ff = NULL;
-        rec->opaque = NULL;
-    }
+    if (id > 0)
+        sve_record_added(aTHX_ rec, id, events_or_ms);
+    else
+        sve_record_add_failed(rec);
     /* keep the record while the arguments that point at it go away */
-    rec->objects++;
+    rec->holders++;
     sve_args_done(aTHX_ &MY_CXT, args, nargs);
     FREETMPS;
     LEAVE;
@@ -1271,7 +1317,7 @@ sve_update(pTHX_ sve_kind kind, int id, int events_or_ms)
     }
     if (!rec->update_queued) {
         rec->update_queued = TRUE;
-        rec->objects++;         /* held while listed */
+        rec->holders++;         /* held while listed */
         rec->next_update = MY_CXT.updates;
         MY_CXT.updates = rec;
     }
@@ -1287,7 +1333,7 @@ sve_flush_updates(pTHX)
     while ((rec = MY_CXT.updates)) {
         MY_CXT.updates = rec->next_update;
         rec->update_queued = FALSE;
-        if (rec->live) {
+        if (rec->state == SVE_LIVE) {
             MY_CXT.libvirt_frames++;
             MY_CXT.trampolines++;
             sve_tell_loop(aTHX_ rec, rec->wanted_value);
@@ -1312,9 +1358,8 @@ sve_remove(pTHX_ sve_kind kind, int id)
     }
     /* From now on a dispatch of this record is a no-op, whatever the
      * implementation answers: libvirt considers it gone. */
-    rec->live = FALSE;
-    rec->removed = TRUE;
-    rec->objects++;             /* hold it across the call */
+    sve_record_removed(rec);
+    rec->holders++;             /* hold it across the call */
 
     if (sve_impl_usable(aTHX)) {
         SV *args[1];
@@ -1793,12 +1838,12 @@ sve_dispatch_catch_up(pTHX_ sve_record *rec)
     dMY_CXT;
     bool gone;
 
-    rec->objects++;
+    rec->holders++;
     if (MY_CXT.libvirt_frames == 0 && MY_CXT.pending_head)
         sve_run_pending(aTHX);
     if (MY_CXT.updates)         /* a nested dispatch */
         sve_flush_updates(aTHX);
-    gone = rec->removed;
+    gone = rec->state != SVE_LIVE;
     sve_record_unhold(aTHX_ rec);
     return !gone;
 }
@@ -1814,7 +1859,7 @@ sve_silence_inherited(pTHX_ sve_record *rec)
 {
     dMY_CXT;
 
-    if (!rec->live)
+    if (rec->state != SVE_LIVE)
         return;
     MY_CXT.libvirt_frames++;
     MY_CXT.trampolines++;
@@ -1823,44 +1868,57 @@ sve_silence_inherited(pTHX_ sve_record *rec)
     MY_CXT.libvirt_frames--;
 }
 
-/* Shared by both dispatch XSUBs: call the record REC's callback with a
- * libvirt frame counted on the stack, then run frees that became due.
- * Whatever leaves the callback early is caught for a moment (dXCPT, see
- * perlguts) to restore the counters, then passed on: an exception from
- * libvirt's own callbacks, whose Perl code may die without an eval
- * (Sys::Virt's event callbacks do), or exit() from any callback, after
- * which END blocks may still run a loop.  That costs half of what a
- * save-stack scope did.  Dispatching while libvirt is calling the loop
- * (from inside add_handle or remove_timeout, say) would re-enter libvirt
- * with its locks held: refused. */
-#define SVE_DISPATCH(func, rec, call) STMT_START {              \
-        dMY_CXT;                                                \
-        dXCPT;                                                  \
-        if (MY_CXT.trampolines)                                 \
-            croak("%s: called while libvirt is calling the event " \
-                  "loop (inside add, update or remove); dispatch " \
-                  "from the loop itself", func);                \
-        if (UNLIKELY(rec->fork_generation != sve_fork_generation)) { \
-            sve_silence_inherited(aTHX_ rec);                   \
-            XSRETURN_EMPTY;                                     \
-        }                                                       \
-        if (((MY_CXT.libvirt_frames == 0 && MY_CXT.pending_head) || MY_CXT.updates) && \
-            !sve_dispatch_catch_up(aTHX_ rec))                  \
-            XSRETURN_EMPTY;                                     \
-        MY_CXT.libvirt_frames++;                               \
-        MY_CXT.dispatching++;                                   \
-        XCPT_TRY_START {                                        \
-            call;                                               \
-        } XCPT_TRY_END                                          \
-        MY_CXT.dispatching--;                                   \
-        MY_CXT.libvirt_frames--;                               \
-        XCPT_CATCH {                                            \
-            XCPT_RETHROW;                                       \
-        }                                                       \
-        if (MY_CXT.dispatching == 0 && MY_CXT.updates)          \
-            sve_flush_updates(aTHX);                            \
-        sve_back_at_top_level(aTHX_ &MY_CXT);                   \
-    } STMT_END
+/*
+ * The dispatch both helpers share: call the callback of REC, a live
+ * record, with a libvirt frame counted, then run the frees that became
+ * due.  Whatever leaves the callback early is caught for a moment (dXCPT,
+ * see perlguts) to restore the counters, then passed on: an exception
+ * from libvirt's own callbacks, whose Perl code may die without an eval
+ * (a Sys::Virt callback registered unprotected).  Dispatching while
+ * libvirt is calling the loop (from inside add_handle or remove_timeout,
+ * say) would re-enter libvirt with its locks held: refused.  Our own
+ * callback (a public watch or timer) is called without the detour.
+ */
+PERL_STATIC_INLINE void
+sve_dispatch(pTHX_ sve_record *rec, const char *func, int fd, int events)
+{
+    dMY_CXT;
+    dXCPT;
+
+    if (MY_CXT.trampolines)
+        croak("%s: called while libvirt is calling the event loop (inside "
+              "add, update or remove); dispatch from the loop itself", func);
+    if (UNLIKELY(rec->fork_generation != sve_fork_generation)) {
+        sve_silence_inherited(aTHX_ rec);
+        return;
+    }
+    if (((MY_CXT.libvirt_frames == 0 && MY_CXT.pending_head) || MY_CXT.updates) &&
+        !sve_dispatch_catch_up(aTHX_ rec))
+        return;
+    MY_CXT.libvirt_frames++;
+    MY_CXT.dispatching++;
+    XCPT_TRY_START {
+        if (rec->kind == SVE_KIND_HANDLE) {
+            if (rec->cb.handle == sve_public_handle_cb)
+                sve_public_call(aTHX_ (sve_public *)rec->opaque, 3, rec->id, fd, events);
+            else
+                rec->cb.handle(rec->id, fd, events, rec->opaque);
+        } else {
+            if (rec->cb.timeout == sve_public_timeout_cb)
+                sve_public_call(aTHX_ (sve_public *)rec->opaque, 1, rec->id, 0, 0);
+            else
+                rec->cb.timeout(rec->id, rec->opaque);
+        }
+    } XCPT_TRY_END
+    MY_CXT.dispatching--;
+    MY_CXT.libvirt_frames--;
+    XCPT_CATCH {
+        XCPT_RETHROW;
+    }
+    if (MY_CXT.dispatching == 0 && MY_CXT.updates)
+        sve_flush_updates(aTHX);
+    sve_back_at_top_level(aTHX_ &MY_CXT);
+}
 
 MODULE = Sys::Virt::Event  PACKAGE = Sys::Virt::Event
 
@@ -1979,7 +2037,7 @@ run_default()
               "fork-safe): run it in the parent only");
     /* Callbacks run below libvirt's loop: what they hold waits for it.
      * One that Sys::Virt calls unprotected may die through it: the count
-     * is restored on the way out (see SVE_DISPATCH). */
+     * is restored on the way out (see sve_dispatch). */
     MY_CXT.libvirt_frames++;
     XCPT_TRY_START {
         rc = virEventRunDefaultImpl();
@@ -2008,21 +2066,16 @@ _run_handle_callback(self, watch, fd, events, cb, opaque)
     if (cb != opaque)
         croak("Sys::Virt::Event::_run_handle_callback: $cb and $opaque "
               "belong to different watches");
-    if (cb->removed)
-        XSRETURN_EMPTY;         /* removed earlier in this iteration: skip */
-    if (cb->id == 0)
-        XSRETURN_EMPTY;         /* its add has not returned yet */
+    /* removed earlier in this iteration, or its add has not returned */
+    if (cb->state != SVE_LIVE)
+        XSRETURN_EMPTY;
     if (watch != cb->id)
         croak("Sys::Virt::Event::_run_handle_callback: $watch is %d but "
               "$cb belongs to watch %d", watch, cb->id);
     if (fd != cb->fd)
         croak("Sys::Virt::Event::_run_handle_callback: $fd is %d but "
               "watch %d is on fd %d", fd, cb->id, cb->fd);
-    /* our own callback (a public watch) is called without the detour */
-    SVE_DISPATCH("Sys::Virt::Event::_run_handle_callback", cb,
-                 cb->cb.handle == sve_public_handle_cb
-                 ? sve_public_call(aTHX_ (sve_public *)cb->opaque, 3, watch, fd, events)
-                 : cb->cb.handle(watch, fd, events, cb->opaque));
+    sve_dispatch(aTHX_ cb, "Sys::Virt::Event::_run_handle_callback", fd, events);
 
 void
 _run_timeout_callback(self, timer, cb, opaque)
@@ -2035,15 +2088,12 @@ _run_timeout_callback(self, timer, cb, opaque)
     if (cb != opaque)
         croak("Sys::Virt::Event::_run_timeout_callback: $cb and $opaque "
               "belong to different timers");
-    if (cb->removed || cb->id == 0)
+    if (cb->state != SVE_LIVE)
         XSRETURN_EMPTY;
     if (timer != cb->id)
         croak("Sys::Virt::Event::_run_timeout_callback: $timer is %d but "
               "$cb belongs to timer %d", timer, cb->id);
-    SVE_DISPATCH("Sys::Virt::Event::_run_timeout_callback", cb,
-                 cb->cb.timeout == sve_public_timeout_cb
-                 ? sve_public_call(aTHX_ (sve_public *)cb->opaque, 1, timer, 0, 0)
-                 : cb->cb.timeout(timer, cb->opaque));
+    sve_dispatch(aTHX_ cb, "Sys::Virt::Event::_run_timeout_callback", -1, 0);
 
 void
 _free_callback_opaque(self, ff, opaque)
@@ -2055,9 +2105,9 @@ _free_callback_opaque(self, ff, opaque)
     if (ff != opaque)
         croak("Sys::Virt::Event::_free_callback_opaque: $ff and $opaque "
               "belong to different registrations");
-    if (ff->free_done || ff->free_queued)
+    if (ff->state == SVE_SETTLED || ff->state == SVE_FREE_QUEUED)
         XSRETURN_EMPTY;         /* freed already, or about to be */
-    if (!ff->removed)
+    if (ff->state != SVE_REMOVED)
         croak("Sys::Virt::Event::_free_callback_opaque: %s %d is still "
               "registered; free it after libvirt removed it",
               sve_kind_name[ff->kind], ff->id);
