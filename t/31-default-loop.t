@@ -12,7 +12,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Lifecycle qw(lifecycle_steps event_recorder);
 use Time::HiRes ();
-use TestUtil qw(have_sys_virt);
+use TestUtil qw(have_sys_virt default_run_until);
 
 BEGIN {
     plan skip_all => 'Sys::Virt is not installed' unless have_sys_virt();
@@ -45,16 +45,7 @@ my $ticks = 0;
 my $ticker = Sys::Virt::Event::add_timeout(50, sub { $ticks++ });
 ok($ticker > 0, 'add_timeout returns a positive timer id');
 
-# Iterate the default loop until $cond is true or $seconds pass.
-sub run_until {
-    my ($cond, $seconds) = @_;
-    my $deadline = Time::HiRes::time() + $seconds;
-    until ($cond->()) {
-        return $cond->() if Time::HiRes::time() > $deadline;
-        Sys::Virt::Event::run_default();
-    }
-    return 1;
-}
+sub run_until { return default_run_until(@_) }
 
 # Iterate for a while, however many callbacks run meanwhile.
 sub run_for {

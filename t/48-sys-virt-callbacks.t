@@ -73,12 +73,7 @@ my @DESTROY_CREATE = map { lifecycle(@$_) } @DESTROY_CREATE_ARGS;
 
     sub run_until {
         my ($self, $cond, $seconds) = @_;
-        my $deadline = Time::HiRes::time() + $seconds;
-        until ($cond->()) {
-            return $cond->() if Time::HiRes::time() > $deadline;
-            Sys::Virt::Event::run_default();
-        }
-        return 1;
+        return TestUtil::default_run_until($cond, $seconds);
     }
 }
 

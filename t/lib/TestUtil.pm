@@ -9,9 +9,10 @@ use warnings;
 
 use Exporter 'import';
 use POSIX ();
+use Time::HiRes ();
 
 our @EXPORT_OK = qw(in_child child_case error_of have_sys_virt report
-                    anyevent_run_until anyevent_run_for);
+                    anyevent_run_until anyevent_run_for default_run_until);
 
 # in_child(sub { ... }, timeout => SECONDS)
 # Runs the code in a forked child with STDOUT and STDERR captured.  The
@@ -124,6 +125,19 @@ sub anyevent_run_for {
     my $limit = AnyEvent->timer(after => $seconds, cb => sub { $cv->send });
     $cv->recv;
     return;
+}
+
+# Iterates libvirt's default loop (the caller registered it, with a timer
+# that bounds each iteration) until $cond returns true or $seconds pass;
+# returns $cond's last value.
+sub default_run_until {
+    my ($cond, $seconds) = @_;
+    my $deadline = Time::HiRes::time() + $seconds;
+    until ($cond->()) {
+        return $cond->() if Time::HiRes::time() > $deadline;
+        Sys::Virt::Event::run_default();
+    }
+    return 1;
 }
 
 sub have_sys_virt {
