@@ -31,6 +31,7 @@
 #include <libvirt/virterror.h>
 
 #include "idmap.h"
+#include "sve.h"
 
 #define SVE_EVENT_MASK (VIR_EVENT_HANDLE_READABLE | VIR_EVENT_HANDLE_WRITABLE | \
                         VIR_EVENT_HANDLE_ERROR | VIR_EVENT_HANDLE_HANGUP)
@@ -38,11 +39,6 @@
 /* ------------------------------------------------------------------ */
 /* 1. per-interpreter state                                            */
 /* ------------------------------------------------------------------ */
-
-typedef enum {
-    SVE_KIND_HANDLE,
-    SVE_KIND_TIMEOUT,
-} sve_kind;
 
 typedef enum {
     SVE_ROLE_CB = 1,
@@ -59,6 +55,7 @@ typedef enum {
     SVE_LOOP_NONE,
     SVE_LOOP_PERL,
     SVE_LOOP_DEFAULT,
+    SVE_LOOP_EV,                /* the native one, evloop.c */
 } sve_loop;
 
 static sve_loop sve_registered = SVE_LOOP_NONE;
@@ -71,7 +68,7 @@ static int sve_registered_generation;   /* see sve_fork_generation */
 /* Counts the forks this process descends from (pthread_atfork): what was
  * registered before a fork belongs to the parent, whose libvirt
  * connections the child must leave alone. */
-static volatile int sve_fork_generation;
+volatile int sve_fork_generation;
 
 static void sve_forks_publish(void);
 
@@ -80,6 +77,10 @@ sve_atfork_child(void)
 {
     sve_fork_generation++;
     sve_forks_publish();
+#ifdef SVE_HAVE_EV
+    if (sve_registered == SVE_LOOP_EV)
+        sve_ev_forked();
+#endif
 }
 
 #define MY_CXT_KEY "Sys::Virt::Event::_guts" XS_VERSION
@@ -974,6 +975,23 @@ sve_run_pending(pTHX)
 static void sve_public_release(pTHX_ void *opaque);
 static void sve_public_free(void *opaque);
 
+/* The registering interpreter goes away: nothing calls into it again. */
+static void
+sve_owner_gone(pTHX)
+{
+#ifdef MULTIPLICITY
+    if (sve_owner != aTHX)
+        return;
+    sve_owner = NULL;   /* a later interpreter may be allocated at the same address */
+#endif
+#ifdef SVE_HAVE_EV
+    /* what the native loop holds stays with libvirt, as with its
+     * default loop */
+    if (sve_registered == SVE_LOOP_EV)
+        sve_ev_retire();
+#endif
+}
+
 static void
 sve_destruct(pTHX_ void *unused)
 {
@@ -994,11 +1012,7 @@ sve_destruct(pTHX_ void *unused)
         SvREFCNT_dec(MY_CXT.spare_args[i]);
         MY_CXT.spare_args[i] = NULL;
     }
-#ifdef MULTIPLICITY
-    /* a later interpreter may be allocated at the same address */
-    if (sve_owner == aTHX)
-        sve_owner = NULL;
-#endif
+    sve_owner_gone(aTHX);
     for (i = 0; i < SVE_N_METHODS; i++) {
         SvREFCNT_dec(MY_CXT.methods[i].cv);
         SvREFCNT_dec(MY_CXT.methods[i].stash);
@@ -1049,7 +1063,7 @@ sve_destruct(pTHX_ void *unused)
 /* Said once per process: libvirt called from a thread that is not the
  * registering interpreter's.  Not through warn(), whose handler could
  * die and unwind libvirt's frames. */
-static void
+void
 sve_refuse_foreign(const char *what)
 {
     if (sve_warned_foreign++)
@@ -1092,6 +1106,15 @@ sve_set_failure(pTHX_ SV *why)
 
     if (MY_CXT.failure)         /* NULL once the interpreter is torn down */
         sv_setsv(MY_CXT.failure, why);
+}
+
+void
+sve_note_failure(pTHX_ const char *why)
+{
+    dMY_CXT;
+
+    if (MY_CXT.failure)
+        sv_setpv(MY_CXT.failure, why);
 }
 
 /*
@@ -1729,6 +1752,10 @@ sve_back_at_top_level(pTHX_ my_cxt_t *cxt)
         return;
     if (cxt->pending_head)
         sve_run_pending(aTHX);
+#ifdef SVE_HAVE_EV
+    if (sve_registered == SVE_LOOP_EV)
+        sve_ev_run_frees(aTHX);
+#endif
     sve_carry_out_exit(aTHX_ cxt);
 }
 
@@ -1920,6 +1947,53 @@ sve_dispatch(pTHX_ sve_record *rec, const char *func, int fd, int events)
     sve_back_at_top_level(aTHX_ &MY_CXT);
 }
 
+/*
+ * libvirt takes one loop per process and ignores later ones: registering
+ * another croaks.  TRUE when the same loop is registered already (for a
+ * Perl loop, the same object IMPL), which is then nothing to do.
+ */
+static bool
+sve_already_registered(pTHX_ sve_loop wanted, SV *impl, const char *func)
+{
+    dMY_CXT;
+    static const char *const what[] = {
+        NULL, "a Perl event loop", "libvirt's default event loop",
+        "the native EV loop (Sys::Virt::Event::EV)",
+    };
+
+    if (sve_registered == SVE_LOOP_NONE)
+        return FALSE;
+    if (sve_registered != wanted)
+        croak("%s: %s is already registered, and libvirt accepts one loop "
+              "per process", func, what[sve_registered]);
+#ifdef MULTIPLICITY
+    if (aTHX != sve_owner)
+        croak("%s: another thread already registered an event loop", func);
+#endif
+    if (wanted != SVE_LOOP_PERL)
+        return TRUE;
+    if (!MY_CXT.impl || !SvROK(MY_CXT.impl))
+        croak("%s: an event loop is already registered, and libvirt accepts "
+              "one loop per process", func);
+    if (SvRV(MY_CXT.impl) == SvRV(impl))
+        return TRUE;
+    croak("%s: an event loop (%s) is already registered, and libvirt "
+          "accepts one loop per process", func, sv_reftype(SvRV(MY_CXT.impl), TRUE));
+    return FALSE;               /* not reached */
+}
+
+static void
+sve_registered_now(pTHX_ sve_loop loop)
+{
+    sve_registered = loop;
+    sve_registered_generation = sve_fork_generation;
+#ifdef MULTIPLICITY
+    sve_owner = aTHX;
+#else
+    PERL_UNUSED_CONTEXT;
+#endif
+}
+
 MODULE = Sys::Virt::Event  PACKAGE = Sys::Virt::Event
 
 PROTOTYPES: DISABLE
@@ -1964,30 +2038,10 @@ _register_impl(impl)
   CODE:
     if (!SvROK(impl) || !SvOBJECT(SvRV(impl)))
         croak("Sys::Virt::Event::register: the implementation must be an object");
-    if (sve_registered == SVE_LOOP_DEFAULT)
-        croak("Sys::Virt::Event::register: libvirt's default event loop is "
-              "already registered, and libvirt accepts one loop per process");
-    if (sve_registered == SVE_LOOP_PERL) {
-#ifdef MULTIPLICITY
-        if (aTHX != sve_owner)
-            croak("Sys::Virt::Event::register: another thread already "
-                  "registered an event loop");
-#endif
-        if (!MY_CXT.impl || !SvROK(MY_CXT.impl))
-            croak("Sys::Virt::Event::register: an event loop is already "
-                  "registered, and libvirt accepts one loop per process");
-        if (SvRV(MY_CXT.impl) == SvRV(impl))
-            XSRETURN_EMPTY;     /* the same object again */
-        croak("Sys::Virt::Event::register: an event loop (%s) is already "
-              "registered, and libvirt accepts one loop per process",
-              sv_reftype(SvRV(MY_CXT.impl), TRUE));
-    }
+    if (sve_already_registered(aTHX_ SVE_LOOP_PERL, impl, "Sys::Virt::Event::register"))
+        XSRETURN_EMPTY;         /* the same object again */
     MY_CXT.impl = newSVsv(impl);
-    sve_registered = SVE_LOOP_PERL;
-    sve_registered_generation = sve_fork_generation;
-#ifdef MULTIPLICITY
-    sve_owner = aTHX;
-#endif
+    sve_registered_now(aTHX_ SVE_LOOP_PERL);
     virEventRegisterImpl(sve_tramp_add_handle, sve_tramp_update_handle,
                          sve_tramp_remove_handle, sve_tramp_add_timeout,
                          sve_tramp_update_timeout, sve_tramp_remove_timeout);
@@ -1995,27 +2049,15 @@ _register_impl(impl)
 void
 register_default()
   CODE:
-    if (sve_registered == SVE_LOOP_PERL)
-        croak("Sys::Virt::Event::register_default: a Perl event loop is "
-              "already registered, and libvirt accepts one loop per process");
-    if (sve_registered == SVE_LOOP_DEFAULT) {
-#ifdef MULTIPLICITY
-        if (aTHX != sve_owner)
-            croak("Sys::Virt::Event::register_default: another thread "
-                  "already registered the default event loop");
-#endif
+    if (sve_already_registered(aTHX_ SVE_LOOP_DEFAULT, NULL,
+                               "Sys::Virt::Event::register_default"))
         XSRETURN_EMPTY;
-    }
     if (virEventRegisterDefaultImpl() < 0) {
         virErrorPtr err = virGetLastError();
         croak("Sys::Virt::Event::register_default: %s",
               err && err->message ? err->message : "libvirt refused");
     }
-    sve_registered = SVE_LOOP_DEFAULT;
-    sve_registered_generation = sve_fork_generation;
-#ifdef MULTIPLICITY
-    sve_owner = aTHX;
-#endif
+    sve_registered_now(aTHX_ SVE_LOOP_DEFAULT);
 
 void
 run_default()
@@ -2204,3 +2246,62 @@ remove_timeout(timer)
   CODE:
     sve_public_remove(aTHX_ SVE_KIND_TIMEOUT, timer,
                       "Sys::Virt::Event::remove_timeout");
+
+#ifdef SVE_HAVE_EV
+
+MODULE = Sys::Virt::Event  PACKAGE = Sys::Virt::Event::EV
+
+void
+_register(self)
+    SV *self
+  PREINIT:
+    dMY_CXT;
+    const char *why;
+  CODE:
+    if (sve_already_registered(aTHX_ SVE_LOOP_EV, NULL,
+                               "Sys::Virt::Event::EV::register"))
+        XSRETURN_EMPTY;
+    why = sve_ev_attach(aTHX);
+    if (why)
+        croak("Sys::Virt::Event::EV::register: %s", why);
+    MY_CXT.impl = newSVsv(self);
+    sve_registered_now(aTHX_ SVE_LOOP_EV);
+    sve_ev_register(aTHX_ &MY_CXT.libvirt_frames);
+
+void
+_ids(kind)
+    int kind
+  PREINIT:
+    AV *ids;
+  PPCODE:
+    if (sve_registered != SVE_LOOP_EV)
+        XSRETURN_EMPTY;
+    ids = (AV *)sv_2mortal((SV *)newAV());
+    sve_ev_ids(aTHX_ kind ? SVE_KIND_TIMEOUT : SVE_KIND_HANDLE, ids);
+    EXTEND(SP, AvFILLp(ids) + 1);
+    while (AvFILLp(ids) >= 0)
+        PUSHs(sv_2mortal(av_shift(ids)));
+
+int
+_pending_frees()
+  CODE:
+    RETVAL = sve_registered == SVE_LOOP_EV ? sve_ev_pending_frees() : 0;
+  OUTPUT:
+    RETVAL
+
+int
+_zero_timers()
+  CODE:
+    RETVAL = sve_registered == SVE_LOOP_EV ? sve_ev_zero_timers() : 0;
+  OUTPUT:
+    RETVAL
+
+void
+_run_frees()
+  PREINIT:
+    dMY_CXT;
+  CODE:
+    if (sve_registered == SVE_LOOP_EV)
+        sve_back_at_top_level(aTHX_ &MY_CXT);
+
+#endif

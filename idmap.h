@@ -24,7 +24,7 @@ typedef struct {
     size_t used;        /* entries */
 } sve_idmap;
 
-static size_t
+static inline size_t
 sve_idmap_slot(const sve_idmap *map, int id)
 {
     /* Fibonacci hashing: the high bits of the product depend on all the
@@ -33,7 +33,7 @@ sve_idmap_slot(const sve_idmap *map, int id)
 }
 
 /* The slot holding ID, or the empty slot that ends its probe run. */
-static size_t
+static inline size_t
 sve_idmap_find(const sve_idmap *map, int id)
 {
     size_t i;
@@ -45,7 +45,7 @@ sve_idmap_find(const sve_idmap *map, int id)
     return i;
 }
 
-static void *
+static inline void *
 sve_idmap_get(const sve_idmap *map, int id)
 {
     size_t i;
@@ -56,9 +56,9 @@ sve_idmap_get(const sve_idmap *map, int id)
     return map->keys[i] == id ? map->vals[i] : NULL;
 }
 
-static void sve_idmap_put(sve_idmap *map, int id, void *val);
+static inline void sve_idmap_put(sve_idmap *map, int id, void *val);
 
-static void
+static inline void
 sve_idmap_resize(sve_idmap *map, size_t cap)
 {
     sve_idmap old = *map;
@@ -79,7 +79,7 @@ sve_idmap_resize(sve_idmap *map, size_t cap)
 }
 
 /* The caller makes sure that id > 0 and is not in the map yet. */
-static void
+static inline void
 sve_idmap_put(sve_idmap *map, int id, void *val)
 {
     size_t i;
@@ -92,7 +92,7 @@ sve_idmap_put(sve_idmap *map, int id, void *val)
     map->used++;
 }
 
-static void *
+static inline void *
 sve_idmap_delete(sve_idmap *map, int id)
 {
     size_t mask = map->cap - 1;
@@ -122,7 +122,7 @@ sve_idmap_delete(sve_idmap *map, int id)
     return val;
 }
 
-static void
+static inline void
 sve_idmap_clear(sve_idmap *map)
 {
     Safefree(map->keys);

@@ -99,8 +99,8 @@ sub error_of (&) {
 
 {
     my $r = child('register twice', sub {
-        my $loop = Sys::Virt::Event::AnyEvent->register;
-        my $again = Sys::Virt::Event::AnyEvent->register;
+        my $loop = Sys::Virt::Event::AnyEvent->register(native => 0);
+        my $again = Sys::Virt::Event::AnyEvent->register(native => 0);
         my $timer = Sys::Virt::Event::add_timeout(-1, sub { });
         report(class => ref $loop, same => $loop == $again ? 1 : 0,
                base => $loop->isa('Sys::Virt::Event') ? 1 : 0,
@@ -115,11 +115,39 @@ sub error_of (&) {
 }
 
 {
+    # On EV, the class method registers the native loop when it was
+    # built; on any other backend, or asked not to, this class's loop.
+    my $r = child('register without options', sub {
+        my $loop = Sys::Virt::Event::AnyEvent->register;
+        my $timer = Sys::Virt::Event::add_timeout(-1, sub { });
+        report(class => ref $loop,
+               again => Sys::Virt::Event::AnyEvent->register == $loop ? 1 : 0,
+               perl_too => error_of { Sys::Virt::Event::AnyEvent->register(native => 0) },
+               bad => error_of { Sys::Virt::Event::AnyEvent->register(nativ => 0) },
+               timers => join(',', $loop->timers), timer => $timer);
+    });
+    my $native = $MODEL eq 'EV' && eval { require Sys::Virt::Event::EV; 1 };
+    is($r->{class}, $native ? 'Sys::Virt::Event::EV' : 'Sys::Virt::Event::AnyEvent',
+       $native ? 'on EV, register chooses the native loop'
+               : "on $MODEL, register chooses the loop in Perl");
+    is($r->{again}, 1, '... and returns the same object when called again');
+    is($r->{timers}, $r->{timer}, '... which libvirt calls: a public timer lands in it');
+    if ($native) {
+        like($r->{perl_too}, qr/^Sys::Virt::Event::register: the native EV loop .* is already registered/,
+             'the Perl loop cannot be registered beside it');
+    } else {
+        is($r->{perl_too}, '', 'native => 0 then returns the same object');
+    }
+    like($r->{bad}, qr/^Sys::Virt::Event::AnyEvent::register: unknown option 'nativ'/,
+         'an unknown option is refused by name');
+}
+
+{
     my $r = child('new, then register', sub {
         my $loop = Sys::Virt::Event::AnyEvent->new;
         my $registered = $loop->register;
         report(self => $registered == $loop ? 1 : 0,
-               class_method => Sys::Virt::Event::AnyEvent->register == $loop ? 1 : 0,
+               class_method => Sys::Virt::Event::AnyEvent->register(native => 0) == $loop ? 1 : 0,
                again => error_of { $loop->register },
                other => error_of { Sys::Virt::Event::AnyEvent->new->register });
     });
@@ -134,7 +162,7 @@ sub error_of (&) {
     my $r = child('another loop first', sub {
         require TestLoop;
         TestLoop->new->register;
-        report(error => error_of { Sys::Virt::Event::AnyEvent->register });
+        report(error => error_of { Sys::Virt::Event::AnyEvent->register(native => 0) });
     });
     like($r->{error}, qr/\(TestLoop\) is already registered/,
          'register croaks when another loop is registered');
@@ -143,7 +171,7 @@ sub error_of (&) {
 {
     my $r = child('default loop first', sub {
         Sys::Virt::Event::register_default();
-        report(error => error_of { Sys::Virt::Event::AnyEvent->register });
+        report(error => error_of { Sys::Virt::Event::AnyEvent->register(native => 0) });
     });
     like($r->{error}, qr/default event loop is already registered/,
          'register croaks when libvirt\'s default loop is registered');
@@ -214,7 +242,7 @@ use Sys::Virt::Event::AnyEvent;
     sub DESTROY { print "freed $_[0]{name} ${^GLOBAL_PHASE}\n" }
 }
 sub guarded { my $g = Guard->new($_[0]); return sub { $g } }
-my $loop = Sys::Virt::Event::AnyEvent->register;
+my $loop = Sys::Virt::Event::AnyEvent->register(native => 0);
 my $removed = Sys::Virt::Event::add_timeout(-1, guarded('removed'));
 my $timer = Sys::Virt::Event::add_timeout(100, guarded('live-timer'));
 pipe(my $r, my $w) or die "pipe: $!";
@@ -282,7 +310,7 @@ sub frees_once {
     return !@twice && keys(%freed) == $removes;
 }
 
-my $loop = Sys::Virt::Event::AnyEvent->register;
+my $loop = Sys::Virt::Event::AnyEvent->register(native => 0);
 is(AnyEvent::detect(), "AnyEvent::Impl::$MODEL", "AnyEvent runs on the $MODEL backend");
 ok($loop->is_idle, 'a new loop is idle');
 is_deeply([$loop->watches, $loop->timers], [], '... with no watches or timers');

@@ -50,7 +50,7 @@ sub cpu {
 sub start_loop {
     my ($env) = @_;
     @ENV{keys %$env} = values %$env;
-    my $loop = Sys::Virt::Event::AnyEvent->register;
+    my $loop = Sys::Virt::Event::AnyEvent->register(native => 0);
     my $model = AnyEvent::detect();
     my $ev = '';
     if ($model eq 'AnyEvent::Impl::EV') {

@@ -131,7 +131,7 @@ sub loop {
         local $ENV{PERL_ANYEVENT_MODEL} = $model;
         require AnyEvent;
         require Sys::Virt::Event::AnyEvent;
-        $self->{loop} = Sys::Virt::Event::AnyEvent->register;
+        $self->{loop} = Sys::Virt::Event::AnyEvent->register(native => 0);
         my $detected = AnyEvent::detect();
         die "AnyEvent chose $detected, not AnyEvent::Impl::$model\n"
             unless $detected eq "AnyEvent::Impl::$model";

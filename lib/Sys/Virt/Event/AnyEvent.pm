@@ -53,15 +53,30 @@ sub new {
     return $self;
 }
 
+# As a class method, on AnyEvent's EV backend, the native loop unless
+# native => 0 asks for this one.
 sub register {
-    my ($self) = @_;
+    my ($self, %opt) = @_;
+    my @unknown = grep { $_ ne 'native' } keys %opt;
+    Carp::croak("Sys::Virt::Event::AnyEvent::register: unknown option '$unknown[0]'")
+        if @unknown;
     if (!ref $self) {
         return $REGISTERED if $REGISTERED && $REGISTERED->isa($self);
+        my $native = ($opt{native} // 1) ? _native_loop() : undef;
+        return $native->register if $native;
         $self = $self->new;
     }
     $self->SUPER::register;
     $REGISTERED //= $self;
     return $self;
+}
+
+# Sys::Virt::Event::EV's class when AnyEvent runs on EV and the native
+# loop was built; AnyEvent chooses its backend here, if it has not yet.
+sub _native_loop {
+    return if AnyEvent::detect() ne 'AnyEvent::Impl::EV';
+    return if !eval { require Sys::Virt::Event::EV; 1 };
+    return 'Sys::Virt::Event::EV';
 }
 
 # ---- watches -------------------------------------------------------------
@@ -601,6 +616,7 @@ DESCRIPTORS>.
 =head2 Sys::Virt::Event::AnyEvent->register
 
   my $loop = Sys::Virt::Event::AnyEvent->register;
+  my $loop = Sys::Virt::Event::AnyEvent->register(native => 0);
 
 Creates the process's loop object, registers it with libvirt and returns
 it.  Called again as a class method, it returns the same object.  Called
@@ -608,6 +624,16 @@ on an object (C<< Sys::Virt::Event::AnyEvent->new->register >>), it
 registers that object and returns it; the class method then returns that
 object too.  Croaks, as L<Sys::Virt::Event/register> does, when another
 loop (or libvirt's default loop) is registered already.
+
+When AnyEvent runs on L<EV> and this distribution was built with its
+native loop, the class method registers L<Sys::Virt::Event::EV> instead
+and returns its object, which has the same C<watches>, C<timers>,
+C<is_idle> and C<drain> methods: libvirt's events then run in C on EV's
+loop, with no Perl per event, under the same AnyEvent program.
+AnyEvent chooses its backend at this call if it has not yet (so load
+another event loop module, such as Glib, before it if you want that
+one).  To have the loop in Perl anyway, pass C<< native => 0 >>, or
+register an object of your own (C<< ->new->register >>).
 
 =head2 Sys::Virt::Event::AnyEvent->new
 
