@@ -203,7 +203,8 @@ SKIP: {
     # libvirt (that is what protection prevents), out of EV::run; the
     # loop's count of libvirt frames is restored, so signals and frees
     # are not held for ever afterwards.
-    my $u = child_case('an unprotected callback dies', sub {
+    # (libvirt's frames unwound leak what they held: not under valgrind)
+    my $u = $ENV{SVE_UNDER_MEMCHECK} ? {} : child_case('an unprotected callback dies', sub {
         Sys::Virt::Event::EV->register;
         local $Sys::Virt::Event::PROTECT_CALLBACKS = 0;
         my $conn = Sys::Virt->new(uri => 'test:///default');
@@ -218,8 +219,12 @@ SKIP: {
         EV::run;
         report(error => $err, handled => $handled);
     });
-    is($u->{error}, 'unprotected', 'the die reaches the caller of EV::run');
-    is($u->{handled}, 1, 'signals are not held afterwards');
+    SKIP: {
+        skip 'an unprotected die leaks what libvirt held: not under valgrind', 2
+            if $ENV{SVE_UNDER_MEMCHECK};
+        is($u->{error}, 'unprotected', 'the die reaches the caller of EV::run');
+        is($u->{handled}, 1, 'signals are not held afterwards');
+    }
 
     # The same die, protected (the default): reported, the loop goes on.
     my $p = child_case('a protected callback dies', sub {

@@ -184,9 +184,12 @@ Sys::Virt::Event - An event loop contract between libvirt and Perl
 The C<Sys::Virt::Event> module represents the contract for integrating
 libvirt with an event loop.  libvirt needs an event loop for domain,
 network and storage events, keepalive and streams: either its own default
-loop (L</register_default>, L</run_default>) or one written in Perl, by
+loop (L</register_default>, L</run_default>), or one written in Perl, by
 subclassing this package and registering an object of the subclass
-(L</register>).
+(L</register>), or the loop in C on L<EV>'s default loop that this
+distribution builds when EV is installed (L<Sys::Virt::Event::EV>, which
+L<Sys::Virt::Event::AnyEvent> registers by itself on AnyEvent's EV
+backend).  One of them per process: libvirt takes one registration.
 
 The glue is written in C and is careful about the boundary: a Perl
 exception never unwinds through libvirt's C code, a value that did not
@@ -544,8 +547,9 @@ libvirt's default loop cannot be told so, and C<run_default> croaks in a
 forked child.  A loop built on a kernel event queue that a fork shares
 (epoll, kqueue) must give the child its own before it changes a watch
 there, or the change reaches the parent's queue too;
-L<Sys::Virt::Event::AnyEvent> does so on L<EV>.  A child that needs libvirt opens its own connections,
-with the parent's loop class (Perl loops only), and must not use or
+L<Sys::Virt::Event::AnyEvent> and L<Sys::Virt::Event::EV> do so on
+L<EV>.  A child that needs libvirt opens its own connections, with the
+parent's loop (a Perl loop or the native one), and must not use or
 close the parent's connection objects: end it with C<POSIX::_exit>, or
 C<exec>, rather than C<exit>, whose global destruction would close them.
 
@@ -562,8 +566,8 @@ child.
 A watch must be removed before its descriptor is closed.  What a watch on
 a descriptor closed underneath it does depends on the loop:
 libvirt's default loop spins on it, without ever calling the callback;
-L<Sys::Virt::Event::AnyEvent> says what it does with each of its
-backends.  libvirt itself always removes its watches before closing.
+L<Sys::Virt::Event::AnyEvent> and L<Sys::Virt::Event::EV> say what they
+do with each of EV's backends.  libvirt itself always removes its watches before closing.
 
 =head1 THREADS
 
@@ -575,7 +579,8 @@ handle objects a new thread inherits are refused by the helpers.
 
 =head1 SEE ALSO
 
-L<Sys::Virt>, L<Sys::Virt::EventImpl>, L<https://libvirt.org/html/libvirt-libvirt-event.html>
+L<Sys::Virt>, L<Sys::Virt::EventImpl>, L<Sys::Virt::Event::AnyEvent>,
+L<Sys::Virt::Event::EV>, L<https://libvirt.org/html/libvirt-libvirt-event.html>
 
 =head1 AUTHOR
 
