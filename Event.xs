@@ -10,7 +10,10 @@
  *   6. trampolines: libvirt -> the registered Perl implementation
  *   7. public watches: Perl coderefs called by libvirt
  *   8. Sys::Virt's own callbacks, protected
- *   9. the XSUBs, and the helpers they share
+ *   9. the XSUBs, and the helpers they share (Sys::Virt::Event::EV's last)
+ *
+ * The native loop, libvirt's hooks in C on libev (Sys::Virt::Event::EV),
+ * is evloop.c; what the two share is declared in sve.h.
  *
  * The one rule behind most of this file: libvirt's C frames must never be
  * unwound by a Perl exception, and nothing that comes from Perl is trusted
