@@ -913,4 +913,38 @@ ok($loop->is_idle, 'everything libvirt added to the loop is removed')
     or diag($loop->watches . ' watches, ' . $loop->timers . ' timers left');
 is(Sys::Virt::Event::_pending_frees(), 0, 'and freed');
 
+# The wrapper holds the program's callback no longer than Sys::Virt does:
+# a callback made by the call's own argument expression is released when
+# it is deregistered, in a block and in a loop, as without this module.
+{
+    my $r = run_case('callbacks released at deregistration', sub {
+        {
+            package Released;
+            sub new { return bless { name => $_[1] }, $_[0] }
+            sub DESTROY { print "released $_[0]{name}\n" }
+        }
+        my $make = sub { my $g = Released->new($_[0]); return sub { my $keep = $g; 0 } };
+        # (the loop of this file's process, inherited, serves libvirt)
+        my $conn = Sys::Virt->new(uri => 'test:///default');
+        {
+            my $id = $conn->domain_event_register_any(undef, Sys::Virt::Domain::EVENT_ID_LIFECYCLE(),
+                                                      $make->('block'));
+            $conn->domain_event_deregister_any($id);
+            print "deregistered block\n";
+        }
+        for my $n (1 .. 2) {
+            my $id = $conn->network_event_register_any(undef, Sys::Virt::Network::EVENT_ID_LIFECYCLE(),
+                                                       $make->("loop $n"));
+            $conn->network_event_deregister_any($id);
+            print "deregistered loop $n\n";
+        }
+        print "usage: ", error_of { $conn->domain_event_register_any(undef) }, "\n";
+    });
+    is(join('|', $r->{''} =~ /^((?:released|deregistered) .*)$/mg),
+       'released block|deregistered block|released loop 1|deregistered loop 1|released loop 2|deregistered loop 2',
+       'each callback is released by its deregistration');
+    like($r->{''}, qr/^usage: Usage: Sys::Virt::domain_event_register_any\(.*\) at \Q${\ __FILE__}\E line \d+\.$/m,
+         "a usage error names the caller's line, not the wrapper's");
+}
+
 done_testing;

@@ -78,7 +78,27 @@ for my $method (sort keys %CALLBACK_OF) {
                 splice @_, $index, 1, _protect_callback($callback, $where);
             }
         }
-        goto &$original;    # Sys::Virt's own errors name the caller's line
+        # A call, not goto: an @_ changed by splice and handed on by goto
+        # lives until the caller's scope ends, and with it the program's
+        # callback, long after Sys::Virt has dropped it.
+        my @result;
+        my $wantarray = wantarray;
+        my $ok = eval {
+            if ($wantarray) { @result = $original->(@_) }
+            else { $result[0] = $original->(@_) }
+            1;
+        };
+        if (!$ok) {
+            my $err = $@;
+            # Sys::Virt's own errors are objects; perl's (a usage message)
+            # name the caller's line, as they would without the wrapper
+            if (!ref $err) {
+                my (undef, $file, $line) = caller;
+                $err =~ s/ at \Q${\ __FILE__}\E line \d+\.\n\z/ at $file line $line.\n/;
+            }
+            die $err;
+        }
+        return $wantarray ? @result : $result[0];
     };
     Scalar::Util::set_prototype(\&$wrapper, prototype $original);
     no warnings 'redefine';
