@@ -1,15 +1,17 @@
 package DaemonCase;
 
-# What the tests against a private libvirtd (t/81-daemon-events.t,
-# t/82-daemon-faults.t) share: the
-# event loops a case runs under, one small interface over them, and a way
-# to run a case in a child process under a time limit (libvirt takes one
-# event loop per process) and read back what it reported.
+# What the tests that run a case under each Perl loop kind share
+# (t/48-sys-virt-callbacks.t, t/83-daemon-signals.t): the loop kinds, one
+# small interface over them, and a way to run a case in a child process
+# under a time limit (libvirt takes one event loop per process) and read
+# back what it reported.  The conformance suite has its own, over every
+# loop the distribution ships: t/lib/Loops.pm.
 #
 # Loop kinds:
 #   TestLoop       t/lib/TestLoop.pm: poll(), frees inside remove_* as
 #                  upstream Sys::Virt's loops do
 #   AnyEvent/EV    Sys::Virt::Event::AnyEvent on AnyEvent's EV backend
+#                  (its Perl loop: native => 0)
 #   AnyEvent/Perl  the same on AnyEvent's pure-Perl backend
 # When PERL_ANYEVENT_MODEL is set, AnyEvent runs under that backend only.
 #
@@ -25,8 +27,7 @@ use Time::HiRes ();
 
 use TestUtil qw(in_child anyevent_run_until report);
 
-our @EXPORT_OK = qw(loop_kinds run_case report elapsed_ms
-                    lifecycle_recorder connect_noting_sockets sockets_still_open);
+our @EXPORT_OK = qw(loop_kinds run_case report elapsed_ms);
 
 # ([kind, why it cannot run or undef], ...)
 sub loop_kinds {
@@ -69,46 +70,6 @@ sub run_case {
         $out{$1} = $2 if $line =~ /^(\w[\w.]*)=(.*)\z/;
     }
     return \%out;
-}
-
-# The sockets this process has open ("socket:[inode]" names).  A remote
-# connection's socket is closed when libvirt's free function for its
-# watch has run, so this shows that the frees happened.
-sub open_sockets {
-    my %found;
-    opendir my $dh, '/proc/self/fd' or return;
-    for my $fd (readdir $dh) {
-        my $target = readlink "/proc/self/fd/$fd";
-        $found{$target} = 1 if defined $target && $target =~ /^socket:/;
-    }
-    return sort keys %found;
-}
-
-# A Sys::Virt connection to $uri, and the sockets it opened ([...]).
-sub connect_noting_sockets {
-    my ($uri) = @_;
-    my %before = map { $_ => 1 } open_sockets();
-    my $conn = Sys::Virt->new(uri => $uri);
-    return ($conn, [grep { !$before{$_} } open_sockets()]);
-}
-
-# How many of the sockets in @$sockets are still open.
-sub sockets_still_open {
-    my ($sockets) = @_;
-    my %open = map { $_ => 1 } open_sockets();
-    return scalar grep { $open{$_} } @$sockets;
-}
-
-# A domain lifecycle callback that pushes "NAME EVENT DETAIL" to @$events.
-# It never lets an exception out into Sys::Virt and libvirt.
-sub lifecycle_recorder {
-    my ($events) = @_;
-    return sub {
-        my (undef, $dom, $event, $detail) = @_;
-        eval { push @$events, join ' ', $dom->get_name, $event, $detail; 1 }
-            or push @$events, "error: $@";
-        return 0;
-    };
 }
 
 sub elapsed_ms {
