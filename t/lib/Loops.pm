@@ -273,11 +273,27 @@ sub describe {
     }
 }
 
+# -- loops whose object drains and lists its watches and timers -------------
+
+{
+    package Loops::WithIntrospection;
+    our @ISA = ('Loops');
+
+    sub _drain {
+        my ($self, $seconds) = @_;
+        return $self->{impl}->drain($seconds);
+    }
+
+    sub watches { return $_[0]{impl}->watches }
+    sub timers  { return $_[0]{impl}->timers }
+    sub is_idle { return $_[0]{impl}->is_idle }
+}
+
 # -- Sys::Virt::Event::AnyEvent, Perl path ------------------------------------
 
 {
     package Loops::AnyEvent;
-    our @ISA = ('Loops');
+    our @ISA = ('Loops::WithIntrospection');
 
     # args: model (AnyEvent's backend), native (0: the Perl loop even on EV)
     sub _register {
@@ -313,21 +329,13 @@ sub describe {
         return;
     }
 
-    sub _drain {
-        my ($self, $seconds) = @_;
-        return $self->{impl}->drain($seconds);
-    }
-
-    sub watches { return $_[0]{impl}->watches }
-    sub timers  { return $_[0]{impl}->timers }
-    sub is_idle { return $_[0]{impl}->is_idle }
 }
 
 # -- Sys::Virt::Event::EV, the native loop -------------------------------------
 
 {
     package Loops::EVNative;
-    our @ISA = ('Loops');
+    our @ISA = ('Loops::WithIntrospection');
 
     sub _register {
         my ($self) = @_;
@@ -358,14 +366,6 @@ sub describe {
         return;
     }
 
-    sub _drain {
-        my ($self, $seconds) = @_;
-        return $self->{impl}->drain($seconds);
-    }
-
-    sub watches { return $_[0]{impl}->watches }
-    sub timers  { return $_[0]{impl}->timers }
-    sub is_idle { return $_[0]{impl}->is_idle }
 }
 
 1;
