@@ -15,7 +15,7 @@
  *   libev folds them into readiness, so a ready descriptor is asked
  *   what it really is with a zero-timeout poll().
  * - Mask 0 and interval -1 disable; interval 0 fires once per loop
- *   iteration (a one-shot timer of 0 s, armed again after each call),
+ *   iteration (a one-shot timer of 0 s, armed again at each firing),
  *   without starving I/O; a new interval takes effect at once.
  * - A free function runs once, after removal, never inside libvirt's
  *   add, update or remove: removed records wait in a queue that the
@@ -221,12 +221,13 @@ sve_ev_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         sve_ev_silence(rec);
         return;
     }
-    sve_ev_call(aTHX_ rec, -1, 0);
-    /* interval 0: once per iteration, armed again after each call */
-    if (!rec->removed && rec->value == 0 && !ev_is_active(w)) {
+    /* interval 0: once per iteration, armed again for the next one
+     * before the call, which may change or remove it (or die through) */
+    if (rec->value == 0) {
         ev_timer_set(w, 0., 0.);
         ev_timer_start(loop, w);
     }
+    sve_ev_call(aTHX_ rec, -1, 0);
     sve_ev_signals_due(aTHX);
 }
 
