@@ -1536,7 +1536,7 @@ sve_tramp_remove_timeout(int timer)
  * loop is registered; libvirt then calls these C callbacks, which call the
  * user's (copied) coderef.  The free function releases it.
  */
-typedef struct {
+struct sve_public {
     sve_kind kind;
     int id;
     SV *code;
@@ -1545,7 +1545,7 @@ typedef struct {
 #ifdef MULTIPLICITY
     PerlInterpreter *perl;
 #endif
-} sve_public;
+};
 
 #ifdef MULTIPLICITY
 # define SVE_PUBLIC_ENTER(pub, what, fail)                       \
@@ -1563,7 +1563,7 @@ typedef struct {
  * context.  The coderef is held for the call: a nested loop iteration
  * inside the callback may run this watch's free function.
  */
-static void
+void
 sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2)
 {
     dMY_CXT;
@@ -1595,7 +1595,7 @@ sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2)
     }
 }
 
-static void
+void
 sve_public_handle_cb(int watch, int fd, int events, void *opaque)
 {
     sve_public *pub = (sve_public *)opaque;
@@ -1604,7 +1604,7 @@ sve_public_handle_cb(int watch, int fd, int events, void *opaque)
     sve_public_call(aTHX_ pub, 3, watch, fd, events);
 }
 
-static void
+void
 sve_public_timeout_cb(int timer, void *opaque)
 {
     sve_public *pub = (sve_public *)opaque;

@@ -114,7 +114,8 @@ static struct {
  * Calls REC's callback with a libvirt frame counted.  An exception from
  * a Perl callback that libvirt's callback called without an eval (a
  * Sys::Virt callback registered unprotected) is caught for a moment to
- * restore the count, then passed on.
+ * restore the count, then passed on.  A public watch's or timer's
+ * coderef is called directly: that call is under G_EVAL already.
  */
 static void
 sve_ev_call(pTHX_ sve_ev_record *rec, int fd, int events)
@@ -122,6 +123,13 @@ sve_ev_call(pTHX_ sve_ev_record *rec, int fd, int events)
     dXCPT;
 
     (*sve_ev.libvirt_frames)++;
+    if (rec->kind == SVE_KIND_HANDLE ? rec->cb.handle == sve_public_handle_cb
+        : rec->cb.timeout == sve_public_timeout_cb) {
+        sve_public_call(aTHX_ (sve_public *)rec->opaque,
+                        rec->kind == SVE_KIND_HANDLE ? 3 : 1, rec->id, fd, events);
+        (*sve_ev.libvirt_frames)--;
+        return;
+    }
     XCPT_TRY_START {
         if (rec->kind == SVE_KIND_HANDLE)
             rec->cb.handle(rec->id, fd, events, rec->opaque);

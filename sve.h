@@ -27,6 +27,15 @@ void sve_refuse_foreign(const char *what);
 /* Why the last call into the loop failed, for the public call's croak. */
 void sve_note_failure(pTHX_ const char *why);
 
+/* Public watches and timers (Event.xs, section 7): the C callbacks libvirt
+ * is given for them, and the call of the program's coderef they make,
+ * under G_EVAL (nothing leaves it early), which a loop may make directly
+ * from the owning interpreter. */
+typedef struct sve_public sve_public;
+void sve_public_handle_cb(int watch, int fd, int events, void *opaque);
+void sve_public_timeout_cb(int timer, void *opaque);
+void sve_public_call(pTHX_ sve_public *pub, int nargs, int a0, int a1, int a2);
+
 #ifdef SVE_HAVE_EV
 /* evloop.c: the native loop (Sys::Virt::Event::EV) */
 

@@ -365,8 +365,9 @@ sub dispatch_part {
         if ($system) {
             my $out = run_child("dispatch,loop=upstream,reps=$opt{reps},time=$opt{time}",
                                 loop => 'upstream');
-            push @{$mine{handle_dispatch_upstream_helper}},
-                split / /, $out->{handle_dispatch_upstream_helper} if $out;
+            for my $key (qw(handle_dispatch_upstream_helper handle_dispatch_upstream_poll)) {
+                push @{$mine{$key}}, split / /, $out->{$key} if $out && $out->{$key};
+            }
             $out = run_system_dispatch($system);
             push @system, $out if $out;
         }
@@ -400,6 +401,13 @@ sub dispatch_part {
         scalar @v, join(' ', map { sprintf '%.1f', $_ } @v), spread(@v);
     for my $name (grep { /^handle_dispatch_/ } sort keys %mine) {
         printf "%s/handle_dispatch_upstream: %.3f\n", $name, $median{$name} / $median{upstream};
+    }
+    if (my $poll = $median{handle_dispatch_upstream_poll}) {
+        print "# upstream_poll: the system module, readiness to coderef: poll() from Perl, "
+            . "then its helper (the same dispatch as the native loop's, syscall included)\n";
+        for my $name (grep { /^handle_dispatch_(?:ev_native|default|anyevent)/ } sort keys %mine) {
+            printf "%s/handle_dispatch_upstream_poll: %.3f\n", $name, $median{$name} / $poll;
+        }
     }
     return;
 }
@@ -561,7 +569,8 @@ sub callgrind_dispatch {
         'ev_io_run_once', 'ev_io_run', "ev_io_x$PER_ITERATION");
     push @cases, [default => 'handle_dispatch_default_run_once'],
                  [anyevent_perl => 'handle_dispatch_anyevent_perl_run_once'];
-    push @cases, [upstream => 'handle_dispatch_upstream_helper']
+    push @cases, [upstream => 'handle_dispatch_upstream_helper'],
+                 [upstream => 'handle_dispatch_upstream_poll']
         if $SYSTEM{implementation} || system_module();
     my (%ir, %files);
     for my $case (@cases) {
@@ -588,10 +597,10 @@ sub callgrind_dispatch {
         my ($n, $f) = ("handle_dispatch_ev_native_$mode", "ev_io_$mode");
         printf "ir_%s/ir_%s: %.3f\n", $n, $f, $ir{$n} / $ir{$f} if $ir{$n} && $ir{$f};
     }
-    my $up = $ir{handle_dispatch_upstream_helper};
-    if ($up) {
-        for my $name (grep { $_ ne 'handle_dispatch_upstream_helper' && /^handle/ } sort keys %ir) {
-            printf "ir_%s/ir_handle_dispatch_upstream_helper: %.3f\n", $name, $ir{$name} / $up;
+    for my $up (qw(handle_dispatch_upstream_helper handle_dispatch_upstream_poll)) {
+        next unless $ir{$up};
+        for my $name (grep { !/upstream/ && /^handle/ } sort keys %ir) {
+            printf "ir_%s/ir_%s: %.3f\n", $name, $up, $ir{$name} / $ir{$up};
         }
     }
     if ($opt{cg_top}) {
@@ -1062,6 +1071,18 @@ sub child_dispatch {
         my @args = ($w, $fd, $readable, @{$impl->{handles}{$w}}[2, 3]);
         push @cases, ['handle_dispatch_upstream_helper', sub { }, sub { }, sub {
             for (1 .. $_[0]) { $impl->_run_handle_callback(@args) }
+        }];
+        # the whole of a readiness-to-coderef dispatch: the minimal loop
+        # asks poll() (IO::Poll's own XSUB, no object) which descriptor
+        # is ready, then calls the helper
+        require IO::Poll;
+        my $pollin = IO::Poll::POLLIN();
+        push @cases, ['handle_dispatch_upstream_poll', sub { }, sub { }, sub {
+            for (1 .. $_[0]) {
+                my ($f, $m) = ($fd, $pollin);
+                IO::Poll::_poll(-1, $f, $m);
+                $impl->_run_handle_callback(@args) if $m & $pollin;
+            }
         }];
     } else {
         push @cases, ["handle_dispatch_${name}_run_once", $public->($empty), $run_once];
