@@ -31,6 +31,10 @@ BEGIN {
     }
 }
 
+# Bench::Loop, the minimal loop whose helpers are measured
+use lib File::Spec->catdir(File::Basename::dirname(File::Spec->rel2abs(__FILE__)), 'lib');
+use Bench::Loop ();
+
 # The shared object that was loaded, with its digest and time of build: a
 # tree that is rebuilt while benchmarks run must not pass for one build.
 my $XS_OBJECT = do {
@@ -57,59 +61,6 @@ my $FLOOR = do {
     local @INC = (File::Spec->catdir($dir, 'arch'), File::Spec->catdir($dir, 'lib'), @INC);
     eval { require Bench::CallFloor; Bench::CallFloor->new };
 };
-
-# A minimal event loop, kept as simply as a real one keeps its watches:
-# plain hashes keyed by id, and the free requested inside remove_*.
-package Bench::Loop;
-
-our @ISA = ('Sys::Virt::Event');
-
-sub new {
-    my ($class) = @_;
-    return bless { handles => {}, timeouts => {}, next => 0 }, $class;
-}
-
-sub add_handle {
-    my ($self, $fd, $events, $cb, $opaque, $ff) = @_;
-    my $watch = ++$self->{next};
-    $self->{handles}{$watch} = [$fd, $events, $cb, $opaque, $ff];
-    return $watch;
-}
-
-sub update_handle {
-    my ($self, $watch, $events) = @_;
-    my $h = $self->{handles}{$watch} or return;
-    $h->[1] = $events;
-    return;
-}
-
-sub remove_handle {
-    my ($self, $watch) = @_;
-    my $h = delete $self->{handles}{$watch} or return -1;
-    $self->_free_callback_opaque($h->[4], $h->[3]);
-    return 0;
-}
-
-sub add_timeout {
-    my ($self, $ms, $cb, $opaque, $ff) = @_;
-    my $timer = ++$self->{next};
-    $self->{timeouts}{$timer} = [$ms, $cb, $opaque, $ff];
-    return $timer;
-}
-
-sub update_timeout {
-    my ($self, $timer, $ms) = @_;
-    my $t = $self->{timeouts}{$timer} or return;
-    $t->[0] = $ms;
-    return;
-}
-
-sub remove_timeout {
-    my ($self, $timer) = @_;
-    my $t = delete $self->{timeouts}{$timer} or return -1;
-    $self->_free_callback_opaque($t->[3], $t->[2]);
-    return 0;
-}
 
 # The same loop with the helper replaced by an empty method: calling its
 # methods directly measures the implementation's own Perl work.

@@ -24,6 +24,10 @@ use Getopt::Long ();
 use POSIX ();
 use Time::HiRes ();
 
+# Bench::Loop, bench/dispatch.pl's minimal loop (the upstream figures)
+use lib File::Basename::dirname(Cwd::abs_path(__FILE__)) . '/lib';
+use Bench::Loop ();
+
 my $ROOT = Cwd::abs_path(File::Basename::dirname(Cwd::abs_path(__FILE__)) . '/..');
 my $SCRIPT = Cwd::abs_path(__FILE__);
 
@@ -872,7 +876,7 @@ sub setup_loop {
         );
     } elsif ($name eq 'upstream') {
         # the minimal Perl loop of bench/dispatch.pl, for the system module
-        my $obj = LoopsBench::MinimalLoop->new;
+        my $obj = Bench::Loop->new;
         $obj->register;
         %l = (class => ref $obj, object => $obj);
     } else {
@@ -1155,55 +1159,4 @@ sub calibrate {
             if $ns * $n >= 0.02e9 || $n >= 1e8;
         $n *= 10;
     }
-}
-
-# bench/dispatch.pl's Bench::Loop: watches in a plain hash, nothing polled
-# (the helpers are called directly), the free requested in remove_*.
-package LoopsBench::MinimalLoop;
-
-# at compile time: the children run before the file's body gets here
-BEGIN { our @ISA = ('Sys::Virt::Event') }
-
-sub new { return bless { handles => {}, timeouts => {}, next => 0 }, $_[0] }
-
-sub add_handle {
-    my ($self, $fd, $events, $cb, $opaque, $ff) = @_;
-    my $watch = ++$self->{next};
-    $self->{handles}{$watch} = [$fd, $events, $cb, $opaque, $ff];
-    return $watch;
-}
-
-sub update_handle {
-    my ($self, $watch, $events) = @_;
-    my $h = $self->{handles}{$watch} or return;
-    $h->[1] = $events;
-    return;
-}
-
-sub remove_handle {
-    my ($self, $watch) = @_;
-    my $h = delete $self->{handles}{$watch} or return -1;
-    $self->_free_callback_opaque($h->[4], $h->[3]);
-    return 0;
-}
-
-sub add_timeout {
-    my ($self, $ms, $cb, $opaque, $ff) = @_;
-    my $timer = ++$self->{next};
-    $self->{timeouts}{$timer} = [$ms, $cb, $opaque, $ff];
-    return $timer;
-}
-
-sub update_timeout {
-    my ($self, $timer, $ms) = @_;
-    my $t = $self->{timeouts}{$timer} or return;
-    $t->[0] = $ms;
-    return;
-}
-
-sub remove_timeout {
-    my ($self, $timer) = @_;
-    my $t = delete $self->{timeouts}{$timer} or return -1;
-    $self->_free_callback_opaque($t->[3], $t->[2]);
-    return 0;
 }
