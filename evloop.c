@@ -431,18 +431,25 @@ sve_ev_add_handle(int fd, int events, virEventHandleCallback cb,
     return rec->id;
 }
 
-/* Unknown ids are ignored, as libvirt's own loops do (libvirt updates
- * -1 once keepalive stops); so are the parent's, in a forked child. */
+/* The record an update applies to, or NULL: unknown ids are ignored, as
+ * libvirt's own loops do (libvirt updates -1 once keepalive stops); so
+ * are the parent's, in a forked child. */
+static sve_ev_record *
+sve_ev_to_update(sve_kind kind, int id)
+{
+    sve_ev_record *rec = (sve_ev_record *)sve_idmap_get(&sve_ev.records[kind], id);
+
+    return rec && rec->fork_generation == sve_fork_generation ? rec : NULL;
+}
+
 static void
 sve_ev_update_handle(int watch, int events)
 {
     sve_ev_record *rec;
     SVE_EV_ENTER("update_handle", return);
 
-    rec = (sve_ev_record *)sve_idmap_get(&sve_ev.records[SVE_KIND_HANDLE], watch);
-    if (!rec || rec->fork_generation != sve_fork_generation)
-        return;
-    sve_ev_set_mask(rec, events);
+    if ((rec = sve_ev_to_update(SVE_KIND_HANDLE, watch)))
+        sve_ev_set_mask(rec, events);
 }
 
 static int
@@ -489,10 +496,8 @@ sve_ev_update_timeout(int timer, int ms)
     sve_ev_record *rec;
     SVE_EV_ENTER("update_timeout", return);
 
-    rec = (sve_ev_record *)sve_idmap_get(&sve_ev.records[SVE_KIND_TIMEOUT], timer);
-    if (!rec || rec->fork_generation != sve_fork_generation)
-        return;
-    sve_ev_set_interval(rec, ms);
+    if ((rec = sve_ev_to_update(SVE_KIND_TIMEOUT, timer)))
+        sve_ev_set_interval(rec, ms);
 }
 
 static int
