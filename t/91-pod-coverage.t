@@ -16,4 +16,9 @@ SKIP: {
     skip 'AnyEvent is not installed', 1 unless eval { require AnyEvent; 1 };
     Test::Pod::Coverage::pod_coverage_ok('Sys::Virt::Event::AnyEvent');
 }
+SKIP: {
+    skip 'Sys::Virt::Event::EV is not built (EV was missing at configure time)', 1
+        unless eval { require Sys::Virt::Event::EV; 1 };
+    Test::Pod::Coverage::pod_coverage_ok('Sys::Virt::Event::EV');
+}
 done_testing;
