@@ -206,7 +206,7 @@ sub record {
     @record{qw(name uuid)} = _identity($type->{kind}, $object);
 
     my @spec = @{$type->{args}};
-    for my $i (0 .. $#spec / 2) {
+    for my $i (0 .. @spec / 2 - 1) {
         my ($field, $how) = @spec[2 * $i, 2 * $i + 1];
         my $value = $values[$i];
         if (!defined $how) {
@@ -317,6 +317,11 @@ my %ESCAPE = ('\\' => '\\\\', '"' => '\\"', q{'} => q{\\'},
 # digits, punctuation and symbols (of any script) other than quotes and
 # backslash; otherwise in double quotes, with \\ \" \' \t \n \r, a space
 # as itself and any other character as \xHH per UTF-8 byte.
+sub quote {
+    my (undef, $bytes) = @_;
+    return _word($bytes);
+}
+
 sub _word {
     my ($bytes) = @_;
     my $text = "$bytes";
@@ -921,6 +926,11 @@ In quotes, C<\\>, C<\">, C<\'>, C<\t>, C<\n> and C<\r> stand for those
 characters, a space is itself, and any other character is C<\x> and two
 hexadecimal digits per byte of its UTF-8 form: a name can neither end
 the line nor forge a field.
+
+=head2 Sys::Virt::Event::Monitor->quote($value)
+
+C<$value> as one word of such a line: as it is, or in double quotes with
+the escapes above.  L<virt-events> writes URIs this way.
 
 =head1 EVENTS
 
