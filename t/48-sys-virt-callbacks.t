@@ -947,4 +947,33 @@ is(Sys::Virt::Event::_pending_frees(), 0, 'and freed');
          "a usage error names the caller's line, not the wrapper's");
 }
 
+# A registration libvirt refuses (test:///default has no secret events)
+# leaves nothing behind: Sys::Virt 9.0.0 keeps its references to the
+# connection and the callback then, and without this module the
+# connection is never closed.
+{
+    my $r = run_case('a refused registration keeps nothing', sub {
+        {
+            package Gone;
+            sub new { return bless {}, $_[0] }
+            sub DESTROY { print "callback released\n" }
+        }
+        # as a program does: the connection in a variable of a scope that ends
+        my $weak;
+        {
+            my $conn = Sys::Virt->new(uri => 'test:///default');
+            my $guard = Gone->new;
+            my $error = error_of {
+                $conn->secret_event_register_any(undef, 0, sub { my $keep = $guard; 0 })
+            };
+            print 'refused: ', ($error ? 'yes' : 'no'), "\n";
+            Scalar::Util::weaken($weak = $conn);
+        }
+        print 'connection freed: ', ($weak ? 'no' : 'yes'), "\n";
+    });
+    like($r->{''}, qr/^refused: yes$/m, 'test:///default refuses secret events');
+    like($r->{''}, qr/^callback released$/m, 'the refused callback is released');
+    like($r->{''}, qr/^connection freed: yes$/m, 'and the connection is freed when the program drops it');
+}
+
 done_testing;

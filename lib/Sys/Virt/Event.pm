@@ -70,26 +70,27 @@ for my $method (sort keys %CALLBACK_OF) {
     my $where = "Sys::Virt $what";
     my $original = \&$method;
     my $wrapper = sub {
-        if ($PROTECT_CALLBACKS && @_ > $index) {
-            my $callback = $_[$index];      # read once: it may be tied
+        # Copies: Sys::Virt keeps a reference to the object and callback
+        # arguments themselves, and keeps it for ever when libvirt
+        # refuses the registration (an event type the driver does not
+        # have); emptying our copies then lets the connection go.
+        my @args = @_;
+        if ($PROTECT_CALLBACKS && @args > $index) {
+            my $callback = $args[$index];
             if ((Scalar::Util::reftype($callback) // '') eq 'CODE') {
-                # splice: replacing $_[$index] would assign to the caller's
-                # variable, which @_ aliases
-                splice @_, $index, 1, _protect_callback($callback, $where);
+                $args[$index] = _protect_callback($callback, $where);
             }
         }
-        # A call, not goto: an @_ changed by splice and handed on by goto
-        # lives until the caller's scope ends, and with it the program's
-        # callback, long after Sys::Virt has dropped it.
         my @result;
         my $wantarray = wantarray;
         my $ok = eval {
-            if ($wantarray) { @result = $original->(@_) }
-            else { $result[0] = $original->(@_) }
+            if ($wantarray) { @result = $original->(@args) }
+            else { $result[0] = $original->(@args) }
             1;
         };
         if (!$ok) {
             my $err = $@;
+            undef $_ for @args[0, $index];
             # Sys::Virt's own errors are objects; perl's (a usage message)
             # name the caller's line, as they would without the wrapper
             if (!ref $err) {
