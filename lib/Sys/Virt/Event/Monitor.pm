@@ -593,6 +593,7 @@ sub _on_close {
     $self->{down_since} = Time::HiRes::time();
     $self->{attempts} = 0;
     $self->_after(0, sub {
+        my ($self) = @_;
         $self->_disconnect;
         if ($self->{reconnect}) {
             $self->_retry_later;
@@ -615,6 +616,7 @@ sub _retry_later {
     $ceiling = $most if $ceiling > $most;
     my $delay = $ceiling / 2 + rand($ceiling / 2);
     $self->_after($delay, sub {
+        my ($self) = @_;
         if ($self->_connect) {
             my $down = Time::HiRes::time() - $self->{down_since};
             $self->_deliver_record($self->_connection_record('reconnect',
@@ -628,7 +630,9 @@ sub _retry_later {
     return;
 }
 
-# Runs $code once, $seconds from now, from the registered loop.
+# Runs $code->($self) once, $seconds from now, from the registered
+# loop.  The timer holds the monitor weakly: a monitor dropped while it
+# waits to reconnect is stopped, not kept alive by its own timer.
 sub _after {
     my ($self, $seconds, $code) = @_;
     my $weak = $self;
@@ -637,7 +641,7 @@ sub _after {
     $timer = Sys::Virt::Event::add_timeout(int($seconds * 1000), sub {
         return unless $weak && delete $weak->{timers}{$timer};
         Sys::Virt::Event::remove_timeout($timer);
-        $code->() if $weak->{running};
+        $code->($weak) if $weak->{running};
     });
     $self->{timers}{$timer} = 1;
     return;
