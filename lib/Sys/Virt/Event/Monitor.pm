@@ -196,7 +196,7 @@ sub _number {
 # passes its callback ($conn, $object, ...).  Class or instance method.
 sub record {
     my ($self, $name, @callback_args) = @_;
-    my $type = $TYPE{$name}
+    my $type = defined $name && $TYPE{$name}
         or Carp::croak("Sys::Virt::Event::Monitor->record: unknown event type '"
                        . ($name // 'undef') . q{'});
     my (undef, $object, @values) = @callback_args;
@@ -328,7 +328,8 @@ sub _word {
     my $is_utf8 = utf8::decode($text);
     my $plain = $is_utf8 ? qr/(?!["'\\])[\p{L}\p{M}\p{N}\p{P}\p{S}]/
                          : qr/(?!["'\\])[!-~]/;
-    return "$bytes" if length $text && $text =~ /\A$plain+\z/;
+    # a lone '-' would read as a missing value
+    return "$bytes" if length $text && $text ne '-' && $text =~ /\A$plain+\z/;
     return '"' . _escaped($text, $plain, $is_utf8) . '"';
 }
 
@@ -451,11 +452,13 @@ sub start {
     Carp::croak('Sys::Virt::Event::Monitor->start: already started')
         if $self->{running};
     $self->{running} = 1;
+    $self->{attempts} = 0;
     return $self if $self->_connect;
     if (!$self->{reconnect}) {
         $self->{running} = 0;
         Carp::croak('Sys::Virt::Event::Monitor->start: ' . $self->{last_error});
     }
+    $self->_error("$self->{last_error}: trying again");
     $self->{down_since} = Time::HiRes::time();
     $self->_retry_later;
     return $self;
@@ -669,6 +672,8 @@ sub _deliver_record {
     my ($self, $record) = @_;
     my $event = $record->{event};
     for my $id (sort { $a <=> $b } keys %{$self->{subscriptions}}) {
+        # a callback may have stopped the monitor: nothing more then
+        last unless $self->{running};
         my $sub = $self->{subscriptions}{$id} or next;
         next unless $sub->{events}{$event};
         my $filter = $sub->{filter};
@@ -873,7 +878,8 @@ has nothing of the monitor's left (L<Sys::Virt::Event::AnyEvent/is_idle>
 is true when nothing else uses it).  The subscriptions stay, for a later
 L</$monitor-E<gt>start>.  Stopping a stopped monitor does nothing; dropping the last
 reference to a running monitor stops it.  It may be called from a
-callback.
+callback: the callbacks after it then get nothing, not even the event
+being delivered.
 
 =head2 $monitor->uri
 
@@ -922,7 +928,8 @@ Lifecycle events read as virsh prints them (the type, then for domains
 the detail); the other arguments as C<field=value> in the order Sys::Virt
 passes them, nested hashes and arrays as C<field.key=value> and
 C<field.0.key=value>, codes by name (by number when libvirt added the
-code after this module), C<-> for a missing value.  The object's name
+code after this module), C<-> for a missing value (a value that is
+C<-> is quoted).  The object's name
 (a secret's UUID) is in single quotes; a value is as it is when it is
 made only of letters, marks, digits, punctuation and symbols of any
 script other than quotes and backslash, and otherwise in double quotes.
