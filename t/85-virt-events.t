@@ -1,17 +1,20 @@
 use strict;
 use warnings;
 
-# bin/virt-events, run as a program: the demonstration prints the four
-# lifecycle events of test:///default in order, as text and as JSON, with
-# each event loop; --count, --timeout, SIGINT and SIGTERM end it with the
-# documented exit status; bad usage and a bad URI fail with a message on
-# standard error; killing its supervising process stops the watch too;
-# and, when libvirtd is installed, events and the close of the connection
-# arrive from a real daemon, a domain name that holds a newline, quotes and
-# other characters stays within one line of its event (text and JSON), and
-# a daemon that stops answering (SIGSTOP) before or during the watch does
-# not keep --timeout or SIGTERM from ending the program within about a
-# second, with the documented status.
+# bin/virt-events, run as a program: the demonstration prints every event
+# t/lib/DriverEvents.pm expects, in order, as virsh-like text and as JSON,
+# with each event loop, and --event and the filters choose among them;
+# --list names the events; --count, --timeout, SIGINT and SIGTERM end it
+# with the documented exit status; bad usage (an unknown event too) and a
+# bad URI fail with a message on standard error, and with --reconnect a
+# bad URI is tried again; killing its supervising process stops the watch
+# too; and, when libvirtd is installed, events and the close of the
+# connection arrive from a real daemon, several URIs share one stream,
+# --reconnect survives a restart of the daemon, a domain name that holds a
+# newline, quotes and other characters stays within one line of its event
+# (text and JSON), and a daemon that stops answering (SIGSTOP) before or
+# during the watch does not keep --timeout or SIGTERM from ending the
+# program within about a second, with the documented status.
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
@@ -22,6 +25,7 @@ use POSIX ();
 use Test::More;
 use Time::HiRes ();
 use TestUtil qw(have_sys_virt);
+use DriverEvents ();
 
 BEGIN {
     plan skip_all => 'Sys::Virt is not installed' unless have_sys_virt();
@@ -159,59 +163,84 @@ sub running {
 
 # ---- what the demonstration prints --------------------------------------
 
-my @DEMO = (
-    [stopped => 'destroyed', Sys::Virt::Domain::EVENT_STOPPED(),
-     Sys::Virt::Domain::EVENT_STOPPED_DESTROYED()],
-    [started => 'booted', Sys::Virt::Domain::EVENT_STARTED(),
-     Sys::Virt::Domain::EVENT_STARTED_BOOTED()],
-    [suspended => 'paused', Sys::Virt::Domain::EVENT_SUSPENDED(),
-     Sys::Virt::Domain::EVENT_SUSPENDED_PAUSED()],
-    [resumed => 'unpaused', Sys::Virt::Domain::EVENT_RESUMED(),
-     Sys::Virt::Domain::EVENT_RESUMED_UNPAUSED()],
-);
+# The records the demonstration's steps make, in order (t/lib/DriverEvents.pm).
+my @DEMO = map { @$_[2 .. $#$_] } DriverEvents::steps($TMP);
+my $NS = 'http://example.org/sys-virt-event/1';
 my $TIME = qr/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/;
-my @JSON_KEYS = sort qw(time uri type domain event event_code detail detail_code);
+my @COMMON_KEYS = qw(time uri kind event name uuid);
+my @DOMAIN_EVENTS = qw(lifecycle reboot rtc-change watchdog io-error graphics
+    io-error-reason control-error block-job disk-change tray-change pm-wakeup
+    pm-suspend balloon-change pm-suspend-disk device-removed block-job-2
+    tunable agent-lifecycle device-added migration-iteration job-completed
+    device-removal-failed metadata-change block-threshold memory-failure
+    memory-device-size-change);
 
 # A name libvirt accepts (a newline only by renaming): a tab, spaces,
 # quotes, a backslash, a carriage return, DEL, a letter outside ASCII, the
 # line separator U+2028, and a newline followed by what looks like a
 # second event.
-my $FORGED = '2026-01-01T00:00:00.000Z forged lifecycle stopped destroyed';
+# (libvirt refuses a '/' in a name: no URI in it)
+my $FORGED = "2026-01-01T00:00:00.000Z forged event 'lifecycle' "
+    . "for domain 'forged': Stopped Destroyed";
 my $ODD_NAME = "tab\there \"quoted\" back\\slash\r\x7f caf\x{e9} \x{2028}"
     . "evil\n$FORGED";
-# ... as a word of a text line (see OUTPUT in the script's POD), in bytes
-my $ODD_WORD = '"tab\there \"quoted\" back\\\\slash\r\x7f caf' . "\xc3\xa9"
-    . ' \xe2\x80\xa8evil\n' . $FORGED . '"';
-my $WORD = qr/"(?:[^"\\]|\\.)*"|[^\s"\\]+/;
+# ... as the object of an event line (see OUTPUT in the script's POD), in
+# bytes: in single quotes, escaped
+my $ODD_QUOTED = q{'tab\there \"quoted\" back\\\\slash\r\x7f caf} . "\xc3\xa9"
+    . q{ \xe2\x80\xa8evil\n} . ($FORGED =~ s/'/\\'/gr) . q{'};
+my $WORD = qr/"(?:[^"\\]|\\.)*"|[^\s"'\\]+/;
+my $QUOTED = qr/'(?:[^'\\]|\\.)*'/;
 
-# The lines are the first @DEMO events, in text form, in order.
+# What follows "event 'EVENT' for KIND 'NAME'" in the text line of an
+# expected record: the lifecycle words, or field=value.
+sub text_rest {
+    my ($want) = @_;
+    return ": $want->{type} $want->{detail}" if $want->{event} eq 'lifecycle';
+    return ": $want->{type}" if $want->{event} =~ /-lifecycle\z/;
+    return ": type=$want->{type} nsuri=" . ($want->{nsuri} // '-')
+        if $want->{event} eq 'metadata-change';
+    return '';
+}
+
+# The lines are the first $n events of the demonstration, as text, in
+# order, each naming test:///default.
 sub text_demo_ok {
     my ($lines, $n, $name) = @_;
-    my @want = map { "$_->[0] $_->[1]" } @DEMO[0 .. $n - 1];
-    my @bad = grep { $lines->[$_] !~ /\A$TIME test lifecycle \S+ \S+\z/ }
-        0 .. $#$lines;
-    is_deeply(\@bad, [], "$name: each line is 'time domain lifecycle event detail'");
-    my @got = map { /\A\S+ test lifecycle (\S+ \S+)\z/ ? $1 : $_ } @$lines;
-    is_deeply(\@got, \@want, "$name: the events and details, in order");
+    is(scalar @$lines, $n, "$name: $n lines");
+    my @wrong;
+    for my $i (0 .. $n - 1) {
+        my ($line, $want) = ($lines->[$i] // '', $DEMO[$i]);
+        my ($event, $kind, $object, $rest) = $line =~
+            /\A$TIME test:\/\/\/default event '([a-z-]+)' for (\w+) '([^'\\]*)'(.*)\z/;
+        push @wrong, "line $i: $line" unless defined $event
+            && $event eq $want->{event} && $kind eq $want->{kind}
+            && !DriverEvents::mismatches({ name => $object }, { name => $want->{name} })
+            && $rest eq text_rest($want);
+    }
+    is_deeply(\@wrong, [], "$name: 'TIME URI event ... for KIND NAME: ...', in order");
     return;
 }
 
-# The lines are the first @DEMO events, as JSON objects, in order.
+# The lines are the first $n events of the demonstration, as JSON
+# objects, in order.
 sub json_demo_ok {
     my ($lines, $n, $name) = @_;
     my @records = map { eval { JSON::PP->new->decode($_) } } @$lines;
     is(scalar @records, scalar @$lines, "$name: every line is a JSON object")
         or return;
-    is_deeply([map { [sort keys %$_] } @records], [map { \@JSON_KEYS } 1 .. $n],
-              "$name: each has exactly the stable keys");
-    is_deeply([map { [@$_{qw(event detail event_code detail_code)}] } @records],
-              [map { [@$_] } @DEMO[0 .. $n - 1]],
-              "$name: event and detail names and codes, in order");
+    is(scalar @records, $n, "$name: $n objects");
+    my @wrong = map {
+        my @why = DriverEvents::mismatches($records[$_] // {}, $DEMO[$_]);
+        @why ? "record $_: @why" : ()
+    } 0 .. $n - 1;
+    is_deeply(\@wrong, [], "$name: the records DriverEvents expects, in order");
     my @other = grep {
-        $_->{type} ne 'lifecycle' || $_->{uri} ne 'test:///default'
-            || $_->{domain} ne 'test' || $_->{time} !~ /\A$TIME\z/
+        my $r = $_;
+        (grep { !exists $r->{$_} } @COMMON_KEYS) || $r->{uri} ne 'test:///default'
+            || $r->{time} !~ /\A$TIME\z/
     } @records;
-    is_deeply(\@other, [], "$name: type, uri, domain and time");
+    is_deeply(\@other, [], "$name: the common fields, uri and time as text");
+    like($lines->[0], qr/"type_code":3[,}]/, "$name: codes are JSON numbers");
     return;
 }
 
@@ -237,22 +266,55 @@ sub loop_tests {
     my ($loop) = @_;
     my @loop = ('--loop', $loop);
 
+    my $n = scalar @DEMO;
     my $run = run_script(@loop, '--demo');
     exits_with($run, 0, '--demo exits 0');
-    is(scalar @{$run->{lines}}, 4, '--demo prints 4 lines');
-    text_demo_ok($run->{lines}, 4, '--demo');
-    like($run->{stderr}, qr/watching test:\/\/\/default with the $loop/,
-         'progress goes to stderr, naming the loop');
+    text_demo_ok($run->{lines}, $n, '--demo');
+    like($run->{lines}[0] // '',
+         qr/\A$TIME test:\/\/\/default event 'lifecycle' for domain 'test': Suspended Paused\z/,
+         '--demo: a lifecycle line reads as virsh prints it');
+    like($run->{stderr}, qr/\Avirt-events: watching test:\/\/\/default with the $loop/,
+         'progress goes to stderr, the first line naming the URI and the loop');
+    like($run->{stderr}, qr/demo: suspend domain test\n.*demo: destroy the vHBA\n\z/s,
+         'each step named, the last one last');
 
     $run = run_script(@loop, '--demo', '--json');
     exits_with($run, 0, '--demo --json exits 0');
-    is(scalar @{$run->{lines}}, 4, '--demo --json prints 4 lines');
-    json_demo_ok($run->{lines}, 4, '--demo --json');
+    json_demo_ok($run->{lines}, $n, '--demo --json');
 
     $run = run_script(@loop, '--demo', '--count', 2);
     exits_with($run, 0, '--demo --count 2 exits 0');
-    is(scalar @{$run->{lines}}, 2, 'after 2 lines');
     text_demo_ok($run->{lines}, 2, '--demo --count 2');
+    unlike($run->{stderr}, qr/demo: set the description/,
+           '--demo --count 2: the demo goes no further');
+
+    # --event and the filters; the demonstration goes on to its end
+    my @cases = (
+        [ [qw(--event lifecycle --domain nosuch)], sub { 0 } ],
+        [ [qw(--event lifecycle --domain test)],
+          sub { $_[0]{event} eq 'lifecycle' && $_[0]{name} eq 'test' } ],
+        [ [qw(--network sve-net)], sub { $_[0]{kind} eq 'network' } ],
+        [ ['-e', 'pool-refresh,metadata-change', qw(-e nodedev-lifecycle --pool sve-pool)],
+          sub { $_[0]{event} =~ /\A(?:pool-refresh|metadata-change|nodedev-lifecycle)\z/ } ],
+        [ [qw(--domain 6695EB01F6A4830479AA97F2502E193F), '-e', 'lifecycle,network-lifecycle'],
+          # by UUID: the domain under its other name too
+          sub { $_[0]{event} eq 'network-lifecycle'
+                || $_[0]{event} eq 'lifecycle' && $_[0]{name} =~ /\A(?:test|sve-renamed)\z/ } ],
+    );
+    for my $case (@cases) {
+        my ($args, $wanted) = @$case;
+        my @want = grep { $wanted->($_) } @DEMO;
+        $run = run_script(@loop, '--demo', '--json', @$args);
+        exits_with($run, 0, "--demo @$args: exits 0 at the end of the demo");
+        my @records = map { eval { JSON::PP->new->decode($_) } } @{$run->{lines}};
+        is(scalar @records, scalar @want, "--demo @$args: " . @want . ' events');
+        my @wrong = map {
+            my @why = DriverEvents::mismatches($records[$_] // {}, $want[$_]);
+            @why ? "record $_: @why" : ()
+        } 0 .. $#want;
+        is_deeply(\@wrong, [], "--demo @$args: the right ones, in order");
+        like($run->{stderr}, qr/demo: destroy the vHBA\n\z/, "--demo @$args: all steps");
+    }
 
     $run = run_script({ reader_gone => 1 }, @loop, '--demo');
     exits_with($run, 0, 'a reader that closed the output: exits 0');
@@ -289,9 +351,11 @@ sub timing_tests {
     plan(skip_all => 'timing: too slow under valgrind') if $ENV{SVE_UNDER_MEMCHECK};
     my $run;
 
-    $run = run_script(@loop, qw(--uri test:///default --timeout 0.5));
-    exits_with($run, 0, '--timeout without --count: exits 0 when the time is up');
+    $run = run_script(@loop, qw(--uri test:///default --timeout 1));
+    exits_with($run, 3, '--timeout without --count and no event: exits 3');
     is_deeply($run->{lines}, [], 'having printed nothing (nothing happened)');
+    like($run->{stderr}, qr/timed out after 1 second: no event seen\n\z/,
+         'saying so on stderr');
 
     $run = run_script(@loop, qw(--uri test:///default --timeout 0.5 --count 1));
     exits_with($run, 3, '--timeout before --count events: exits 3');
@@ -320,13 +384,33 @@ like($usage, qr/Usage:.*virt-events/s, '--help prints the usage on stdout');
 like($usage, qr/--timeout.*--demo/s, 'and the options');
 is($run->{stderr}, '', 'and nothing on stderr');
 
+$run = run_script('--list');
+exits_with($run, 0, '--list exits 0');
+is(scalar @{$run->{lines}}, 36, '--list prints 36 names');
+is_deeply([@{$run->{lines}}[0 .. 26]], \@DOMAIN_EVENTS,
+          'the 27 domain events first, in order');
+is_deeply([@{$run->{lines}}[27 .. 35]],
+          [qw(network-lifecycle pool-lifecycle pool-refresh nodedev-lifecycle
+              nodedev-update secret-lifecycle secret-value-changed close reconnect)],
+          'then the other objects\' events, close and reconnect');
+
 for my $bad (['--no-such-option'], [qw(--count 0)], [qw(--count x)],
              [qw(--timeout -1)], [qw(--loop select)], [qw(--demo --uri test:///default)],
-             ['stray']) {
+             [qw(--uri test:///default --uri test:///default)],
+             [qw(--domain a --domain b)], [qw(--secret not-a-uuid)],
+             [qw(--event lifecycle --event)], ['stray']) {
     $run = run_script(@$bad);
     exits_with($run, 2, "bad usage '@$bad' exits 2");
     like($run->{stderr}, qr/\Avirt-events: .+\n.*Usage:/s,
          'with a message and the synopsis on stderr');
+    is_deeply($run->{lines}, [], 'and nothing on stdout');
+}
+
+for my $bad (['--event', 'no-such-event'], ['-e', 'lifecycle,no-such-event,reboot']) {
+    $run = run_script(@$bad, qw(--uri test:///default --timeout 5));
+    exits_with($run, 2, "unknown event '@$bad' exits 2");
+    like($run->{stderr}, qr/\Avirt-events: unknown event 'no-such-event' \(see --list\)\n/,
+         'naming it and --list');
     is_deeply($run->{lines}, [], 'and nothing on stdout');
 }
 
@@ -337,7 +421,15 @@ for my $loop (qw(default anyevent)) {
     exits_with($run, 1, "--loop $loop: a URI libvirt cannot open exits 1");
     like($run->{stderr}, qr/cannot connect to no-such-driver:\/\/\/nowhere: \S/,
          'with libvirt\'s reason on stderr');
+    unlike($run->{stderr}, qr/ at \S+ line \d/, 'and no Perl source line');
     is_deeply($run->{lines}, [], 'and nothing on stdout');
+
+    $run = run_script('--loop', $loop, '--reconnect', '--uri', 'no-such-driver:///nowhere',
+                      '--timeout', 2);
+    exits_with($run, 3, "--loop $loop --reconnect: it keeps trying until --timeout");
+    like($run->{stderr}, qr/reconnecting, attempt 1: cannot connect to no-such-driver:/,
+         'saying so on stderr');
+    like($run->{stderr}, qr/no event seen\n\z/, 'no event: a timeout');
 }
 
 # ---- a real daemon ---------------------------------------------------------
@@ -356,20 +448,24 @@ sub daemon_tests {
         subtest('odd domain names' => sub { odd_name_tests($loop, $daemon) });
         subtest('a daemon that does not answer'
                 => sub { stopped_daemon_tests($loop, $daemon) });
+        subtest('several URIs, --timeout after events'
+                => sub { several_uris_tests($loop, $daemon) });
+        subtest('--reconnect' => sub { reconnect_tests($loop, $daemon) });
         subtest('events and the close'
                 => sub { daemon_events_tests($loop, $daemon) });
     }
     return;
 }
 
-# A word of a text line back to the characters of the name, as the POD
-# says: undef when it is not a well-formed word.
+# A quoted name or value of a text line back to its characters, as the
+# POD says: undef when it is not well formed.
 sub unquote_word {
     my ($word) = @_;
-    if ($word =~ /\A"(.*)"\z/s) {
-        my %escape = (n => "\n", t => "\t", r => "\r", '"' => '"', '\\' => '\\');
+    if ($word =~ /\A(["'])(.*)\1\z/s) {
+        my %escape = (n => "\n", t => "\t", r => "\r", '"' => '"', q{'} => q{'},
+                      '\\' => '\\');
         my $bad = 0;
-        ($word = $1) =~ s{\\(?:x([0-9a-f]{2})|(.))}{
+        ($word = $2) =~ s{\\(?:x([0-9a-f]{2})|(.))}{
             defined $1 ? chr hex $1 : $escape{$2} // do { $bad++; '' }
         }gse;
         return if $bad;
@@ -400,23 +496,26 @@ sub odd_name_run {
 
 sub odd_name_tests {
     my ($loop, $daemon) = @_;
-    my @want = ([odd => qw(defined added)], [odd => qw(undefined renamed)],
-                [$ODD_NAME => qw(defined renamed)],
-                [$ODD_NAME => qw(started booted)]);
+    my @want = ([odd => qw(Defined Added)], [odd => qw(Undefined Renamed)],
+                [$ODD_NAME => qw(Defined Renamed)],
+                [$ODD_NAME => qw(Started Booted)]);
 
     my $run = odd_name_run($daemon, '--loop', $loop);
     my @lines = @{$run->{lines}};
     is(scalar @lines, 4, 'text: 4 events, 4 lines');
-    my @bad = grep { !/\A$TIME $WORD lifecycle \S+ \S+\z/ } @lines;
-    is_deeply(\@bad, [], "text: each line is 'time name lifecycle event detail'");
-    my @got = map {
-        /\A\S+ ($WORD) lifecycle (\S+) (\S+)\z/ ? [unquote_word($1), $2, $3] : [$_]
-    } @lines;
+    my $line = qr/\A$TIME ($WORD) event 'lifecycle' for domain ($QUOTED): (\S+) (\S+)\z/;
+    my @bad = grep { !/$line/ } @lines;
+    is_deeply(\@bad, [], "text: each line is 'time uri event ... for domain NAME: type detail'");
+    my @got = map { /$line/ ? [unquote_word($2), $3, $4] : [$_] } @lines;
     is_deeply(\@got, \@want, 'text: the names, decoded, and the events, in order');
-    is(join("\n", map { (split / /, $_, 2)[1] } @lines[2, 3]),
-       "$ODD_WORD lifecycle defined renamed\n$ODD_WORD lifecycle started booted",
+    is_deeply([map { /$line/ ? unquote_word($1) : $_ } @lines],
+              [map { $daemon->uri } @lines], 'text: the URI of each line');
+    is(join("\n", map { (split / /, $_, 3)[2] } @lines[2, 3]),
+       "event 'lifecycle' for domain $ODD_QUOTED: Defined Renamed\n"
+       . "event 'lifecycle' for domain $ODD_QUOTED: Started Booted",
        'text: the odd name quoted and escaped as documented');
-    like($lines[0], qr/\A$TIME odd lifecycle/, 'text: a plain name is not quoted');
+    like($lines[0], qr/\A$TIME \S+ event 'lifecycle' for domain 'odd': Defined Added\z/,
+         'text: a plain name is in plain quotes');
 
     $run = odd_name_run($daemon, '--loop', $loop, '--json');
     @lines = @{$run->{lines}};
@@ -424,7 +523,7 @@ sub odd_name_tests {
     is_deeply([grep { !/\A[\x20-\x7e]+\z/ } @lines], [],
               'JSON: each line is printable ASCII');
     my @records = map { eval { JSON::PP->new->decode($_) } } @lines;
-    is_deeply([map { [@$_{qw(domain event detail)}] } @records], \@want,
+    is_deeply([map { [@$_{qw(name type detail)}] } @records], \@want,
               'JSON: the exact names, and the events, in order');
     return;
 }
@@ -488,6 +587,55 @@ sub stopped_daemon_tests {
     return;
 }
 
+# Two connections into one stream; --timeout without --count after
+# events: exit 0.
+sub several_uris_tests {
+    my ($loop, $daemon) = @_;
+    my $run = start_script('--loop', $loop, '--uri', 'test:///default',
+                           '--uri', $daemon->uri, '--timeout', 3);
+    ok(wait_for($run->{err}, qr/watching/, $LIMIT), 'the watch is set up');
+    my $conn = Sys::Virt->new(uri => $daemon->uri);
+    my $dom = $conn->get_domain_by_name('test');
+    $dom->suspend;
+    $dom->resume;
+    undef $conn;
+    finish_script($run);
+    exits_with($run, 0, '--timeout passed after events: exits 0');
+    like($run->{stderr},
+         qr/\Avirt-events: watching test:\/\/\/default, \Q${\ $daemon->uri }\E with the /,
+         'the first line names both URIs');
+    is_deeply([map { s/\A$TIME //r } @{$run->{lines}}],
+              [map { $daemon->uri . " event 'lifecycle' for domain 'test': $_" }
+                   'Suspended Paused', 'Resumed Unpaused'],
+              'each line names its URI');
+    return;
+}
+
+# The daemon is restarted under a watch with --reconnect: a close line,
+# a reconnect line, and events again.  Leaves the daemon running.
+sub reconnect_tests {
+    my ($loop, $daemon) = @_;
+    my $run = start_script('--loop', $loop, '--json', '--reconnect',
+                           '--uri', $daemon->uri, '--count', 3, '--timeout', $LIMIT);
+    ok(wait_for($run->{err}, qr/watching/, $LIMIT), 'the watch is set up');
+    ok(eval { $daemon->restart }, 'the daemon is restarted') or diag($@);
+    ok(wait_for($run->{out}, qr/"event":"reconnect"/, $LIMIT), 'a reconnect line comes');
+    my $conn = Sys::Virt->new(uri => $daemon->uri);
+    $conn->get_domain_by_name('test')->suspend;
+    finish_script($run);
+    $conn->get_domain_by_name('test')->resume;
+    exits_with($run, 0, 'three lines: exits 0');
+    my @records = map { eval { JSON::PP->new->decode($_) } } @{$run->{lines}};
+    is_deeply([map { [@$_{qw(kind event)}] } @records],
+              [[qw(connection close)], [qw(connection reconnect)], [qw(domain lifecycle)]],
+              'close, reconnect, then the events of the new connection');
+    is($records[0]{reason}, 'eof', 'closed: end of file');
+    ok(($records[1]{attempts} // 0) >= 1, 'reconnected after an attempt or more');
+    like($run->{stderr}, qr/was closed: connecting again\n(?s:.*)connected to \S+ again\n/,
+         'saying so on stderr');
+    return;
+}
+
 # Events from libvirtd's test driver over its socket, then the daemon is
 # stopped: a close line, and exit status 1.
 sub daemon_events_tests {
@@ -507,16 +655,20 @@ sub daemon_events_tests {
     exits_with($run, 1, 'daemon: once the daemon is gone, exit 1');
     my @records = map { eval { JSON::PP->new->decode($_) } } @{$run->{lines}};
     is(scalar @records, 3, 'daemon: three JSON lines') or return;
-    is_deeply([map { [@$_{qw(type domain event detail)}] } @records[0, 1]],
-              [[qw(lifecycle test stopped destroyed)],
-               [lifecycle => "caf\x{e9}", qw(defined added)]],
+    is_deeply([map { [@$_{qw(kind event name type detail)}] } @records[0, 1]],
+              [[qw(domain lifecycle test Stopped Destroyed)],
+               [domain => lifecycle => "caf\x{e9}", qw(Defined Added)]],
               'daemon: the destroy and define events, a UTF-8 name as characters');
-    is($records[2]{type}, 'close', 'daemon: then the close of the connection');
+    like($records[1]{uuid} // '', qr/\A[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\z/,
+         'daemon: with the UUID');
+    is_deeply([@{$records[2]}{qw(kind event)}], [qw(connection close)],
+              'daemon: then the close of the connection');
     is($records[2]{reason}, 'eof',
        'with the reason: end of file (both loops report the hangup)');
     is_deeply([sort keys %{$records[2]}],
-              [sort qw(time uri type reason reason_code)], 'and the stable keys');
-    like($run->{stderr}, qr/connection .* was closed/, 'saying so on stderr');
+              [sort @COMMON_KEYS, qw(reason reason_code)], 'and every field');
+    is_deeply([@{$records[2]}{qw(name uuid)}], [undef, undef], 'no object: nulls');
+    like($run->{stderr}, qr/connection .* was closed\n/, 'saying so on stderr');
     return;
 }
 
