@@ -512,6 +512,13 @@ sub case_bad_input {
                     qr/\A\Q$new\E: backoff must be \[first, most\]/,
                     'new with backoff ' . (ref $b eq 'ARRAY' ? '[' . join(', ', map { show($_) } @$b) . ']' : show($b)));
     }
+    for my $t (-1, 'x', '1e3') {
+        check_croak(sub { Sys::Virt::Event::Monitor->new(connect_timeout => $t) },
+                    qr/\A\Q$new\E: connect_timeout must be a positive number of seconds, or 0 or undef/,
+                    'new with connect_timeout ' . show($t));
+    }
+    check_is(error_of { Sys::Virt::Event::Monitor->new(connect_timeout => $_) }, '',
+             'new with connect_timeout ' . show($_) . ' is fine') for 0, undef, 2.5;
     check_croak(sub { Sys::Virt::Event::Monitor->new(on_error => 'warn') },
                 qr/\A\Q$new\E: on_error must be a code reference/, 'new with a non-code on_error');
     check_is(error_of { Sys::Virt::Event::Monitor->new(keepalive => undef, backoff => [0.05, 0.05]) }, '',

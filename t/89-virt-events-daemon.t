@@ -35,7 +35,8 @@ if (my $why = PrivateLibvirtd::unavailable()) {
     plan skip_all => $why;
 }
 
-my $SCRIPT = "$FindBin::Bin/../bin/virt-events";
+# virt-events keeps its own time (--timeout): it does not keep an alarm
+my @SCRIPT = ("$FindBin::Bin/../bin/virt-events", '--timeout', 60);
 my $TMP = File::Temp::tempdir(CLEANUP => 1);
 # the daemon runs as another user under root: it writes the saved image
 chmod 0777, $TMP;
@@ -47,6 +48,8 @@ $SIG{PIPE} = 'IGNORE';
 # ---- watchers: processes whose standard output goes to a file -------------
 
 my $started = 0;
+my %running;        # pid => 1: killed at the end whatever happened
+END { kill 'KILL', keys %running }
 
 sub start_watcher {
     my (@command) = @_;
@@ -61,6 +64,7 @@ sub start_watcher {
         alarm $LIMIT;       # the last resort: nothing outlives the test
         exec @command or POSIX::_exit(99);
     }
+    $running{$w{pid}} = 1;
     return \%w;
 }
 
@@ -77,12 +81,15 @@ sub stop_watcher {
     my $reaped;
     Time::HiRes::sleep(0.02)
         while !($reaped = waitpid($w->{pid}, POSIX::WNOHANG())) && Time::HiRes::time() < $until;
+    my $status = $?;
     if (!$reaped) {
         kill 'KILL', $w->{pid};
         waitpid($w->{pid}, 0);
+        $status = $?;
         diag("$w->{command} did not stop on SIGINT within 5 s");
     }
-    return $?;
+    delete $running{$w->{pid}};
+    return $status;
 }
 
 # Waits (bounded) until $done->() is true; returns whether it became so.
@@ -191,7 +198,7 @@ SKIP: {
     my $daemon = PrivateLibvirtd->start;
     my $uri = $daemon->uri;
     my @virsh = map { start_watcher($virsh, '-c', $uri, @{$_->[0]}, '--loop') } @VIRSH;
-    my $ours = start_watcher(@PERL, $SCRIPT, '--json', '--uri', $uri);
+    my $ours = start_watcher(@PERL, @SCRIPT, '--json', '--uri', $uri);
     my $conn = Sys::Virt->new(uri => $uri);
 
     # the update watcher never sees anything: the test driver has no such event
@@ -244,7 +251,7 @@ SKIP: {
 {
     my $daemon = PrivateLibvirtd->start;
     my $uri = $daemon->uri;
-    my $w = start_watcher(@PERL, $SCRIPT, '--json', '--reconnect', '--uri', $uri);
+    my $w = start_watcher(@PERL, @SCRIPT, '--json', '--reconnect', '--uri', $uri);
     my $conn = Sys::Virt->new(uri => $uri);
     ok(synchronise($conn, sub { records_of($w) >= 6 }), '--reconnect: watching');
     undef $conn;
@@ -278,7 +285,7 @@ SKIP: {
 {
     my @daemons = map { PrivateLibvirtd->start } 1 .. 2;
     my @uris = map { $_->uri } @daemons;
-    my $w = start_watcher(@PERL, $SCRIPT, '--event', 'lifecycle',
+    my $w = start_watcher(@PERL, @SCRIPT, '--event', 'lifecycle',
                           map { ('--uri', $_) } @uris);
     my @conns = map { Sys::Virt->new(uri => $_) } @uris;
     my $seen = sub { my ($i) = @_; grep { /\Q$uris[$i]\E event 'lifecycle'/ } lines_of($w->{out}) };

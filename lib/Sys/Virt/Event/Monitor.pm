@@ -10,6 +10,7 @@ use strict;
 use warnings;
 
 use Carp ();
+use POSIX ();
 use Scalar::Util ();
 use Time::HiRes ();
 
@@ -365,6 +366,7 @@ my %DEFAULTS = (
     reconnect => 1,
     keepalive => [ 5, 3 ],
     backoff   => [ 0.5, 30 ],
+    connect_timeout => 10,
     on_error  => undef,
 );
 
@@ -385,6 +387,10 @@ sub new {
         unless ref $backoff eq 'ARRAY' && @$backoff == 2
                && !grep({ !defined || !/\A(?:[0-9]+\.?[0-9]*|\.[0-9]+)\z/ || $_ <= 0 } @$backoff)
                && $backoff->[0] <= $backoff->[1];
+    Carp::croak('Sys::Virt::Event::Monitor->new: connect_timeout must be a positive '
+                . 'number of seconds, or 0 or undef for none')
+        if defined $self{connect_timeout}
+           && $self{connect_timeout} !~ /\A(?:[0-9]+\.?[0-9]*|\.[0-9]+)\z/;
     Carp::croak('Sys::Virt::Event::Monitor->new: on_error must be a code reference')
         if defined $self{on_error} && ref $self{on_error} ne 'CODE';
 
@@ -398,6 +404,7 @@ sub new {
         registered    => {},       # event name => libvirt callback id
         close_registered => 0,
         timers        => {},       # Sys::Virt::Event timer id => 1
+        runs          => 0,        # starts so far
         attempts      => 0,
         down_since    => undef,
     }, $class;
@@ -452,6 +459,7 @@ sub start {
     Carp::croak('Sys::Virt::Event::Monitor->start: already started')
         if $self->{running};
     $self->{running} = 1;
+    $self->{runs}++;        # a timer left by an earlier run is void
     $self->{attempts} = 0;
     return $self if $self->_connect;
     if (!$self->{reconnect}) {
@@ -469,6 +477,7 @@ sub stop {
     return unless $self->{running};
     $self->{running} = 0;
     $self->_cancel_timers;
+    $self->_end_probe;
     $self->_disconnect;
     return;
 }
@@ -620,42 +629,122 @@ sub _retry_later {
     my $delay = $ceiling / 2 + rand($ceiling / 2);
     $self->_after($delay, sub {
         my ($self) = @_;
-        if ($self->_connect) {
-            my $down = Time::HiRes::time() - $self->{down_since};
-            $self->_deliver_record($self->_connection_record('reconnect',
-                attempts => $attempt, down_seconds => 0 + sprintf('%.3f', $down)));
-            $self->{attempts} = 0;
-            return;
-        }
-        $self->_error("reconnecting, attempt $attempt: $self->{last_error}");
-        $self->_retry_later;
+        $self->_probe(sub {
+            my ($self, $why) = @_;
+            if (!defined $why && $self->_connect) {
+                my $down = Time::HiRes::time() - $self->{down_since};
+                $self->_deliver_record($self->_connection_record('reconnect',
+                    attempts => $attempt, down_seconds => 0 + sprintf('%.3f', $down)));
+                $self->{attempts} = 0;
+                return;
+            }
+            $self->_error("reconnecting, attempt $attempt: " . ($why // $self->{last_error}));
+            $self->_retry_later;
+        });
     });
     return;
 }
 
+# Opening a connection waits for the daemon's answer, and nothing in the
+# process runs meanwhile: a daemon that accepts but does not answer (a
+# stopped one, the very case keepalive reports) would hold the loop, and
+# every other connection on it, until it answers.  So before a
+# reconnection, a separate program opens one, under connect_timeout;
+# $then->($self, undef) once it could, $then->($self, $why) when it could
+# not.  Its answer comes through a pipe watched by the loop.
+my $PROBE = <<'END_PROBE';
+open STDIN, '<', '/dev/null';
+my $ok = eval { require Sys::Virt; Sys::Virt->new(@ARGV ? (uri => $ARGV[0]) : ()); 1 };
+my $error = $@;
+print $ok ? "ok\n"
+    : (ref $error && eval { $error->message } || "$error") =~ s/\s+\z//r;
+END_PROBE
+
+sub _probe {
+    my ($self, $then) = @_;
+    my $limit = $self->{connect_timeout};
+    return $then->($self, undef) unless $limit;
+    my ($read, $write);
+    my $pid = pipe($read, $write) ? fork : undef;
+    return $then->($self, "cannot start a connection probe: $!") unless defined $pid;
+    if ($pid == 0) {
+        # only exec: this process shares the program's libvirt state
+        close $read;
+        open STDOUT, '>&', $write or POSIX::_exit(1);
+        no warnings 'exec';
+        exec $^X, (map { "-I$_" } grep { !ref } @INC), '-e', $PROBE,
+             defined $self->{given_uri} ? $self->{given_uri} : ();
+        POSIX::_exit(1);
+    }
+    close $write;
+    my $answer = '';
+    my $probe = $self->{probe} = { pid => $pid, fh => $read };
+    my $weak = $self;
+    Scalar::Util::weaken($weak);
+    my $done = sub {
+        my ($why) = @_;
+        return unless $weak && $weak->{probe} && $weak->{probe} == $probe;
+        $weak->_end_probe;
+        $why = 'cannot connect to ' . ($weak->{given_uri} // "libvirt's default URI")
+             . ": $why" if defined $why;
+        $then->($weak, $why);
+    };
+    $probe->{watch} = Sys::Virt::Event::add_handle(fileno $read,
+        Sys::Virt::Event::HANDLE_READABLE(), sub {
+            my $got = sysread $read, $answer, 4096, length $answer;
+            return if $got;         # more to come, or interrupted
+            return if !defined $got && $!{EINTR};
+            $done->($answer eq "ok\n" ? undef
+                    : length $answer ? $answer
+                    : 'the connection probe ended without an answer');
+        });
+    $probe->{timer} = $self->_after($limit, sub {
+        $done->("no answer from the daemon within $limit s");
+    });
+    return;
+}
+
+# Ends the probe under way, if any: no answer is waited for any more.
+sub _end_probe {
+    my ($self) = @_;
+    my $probe = delete $self->{probe} or return;
+    eval { Sys::Virt::Event::remove_handle($probe->{watch}) } if defined $probe->{watch};
+    $self->_cancel_timer($probe->{timer}) if defined $probe->{timer};
+    kill 'KILL', $probe->{pid};
+    waitpid $probe->{pid}, 0;
+    close $probe->{fh};
+    return;
+}
+
 # Runs $code->($self) once, $seconds from now, from the registered
-# loop.  The timer holds the monitor weakly: a monitor dropped while it
+# loop; returns the timer, for _cancel_timer.  The timer holds the monitor weakly: a monitor dropped while it
 # waits to reconnect is stopped, not kept alive by its own timer.
 sub _after {
     my ($self, $seconds, $code) = @_;
+    # a callback (on_error, close) may have stopped the monitor meanwhile
+    return unless $self->{running};
+    my $run = $self->{runs};
     my $weak = $self;
     Scalar::Util::weaken($weak);
     my $timer;
     $timer = Sys::Virt::Event::add_timeout(int($seconds * 1000), sub {
         return unless $weak && delete $weak->{timers}{$timer};
         Sys::Virt::Event::remove_timeout($timer);
-        $code->($weak) if $weak->{running};
+        $code->($weak) if $weak->{running} && $weak->{runs} == $run;
     });
     $self->{timers}{$timer} = 1;
+    return $timer;
+}
+
+sub _cancel_timer {
+    my ($self, $timer) = @_;
+    eval { Sys::Virt::Event::remove_timeout($timer) } if delete $self->{timers}{$timer};
     return;
 }
 
 sub _cancel_timers {
     my ($self) = @_;
-    for my $timer (keys %{$self->{timers}}) {
-        eval { Sys::Virt::Event::remove_timeout($timer) };
-    }
-    $self->{timers} = {};
+    $self->_cancel_timer($_) for keys %{$self->{timers}};
     return;
 }
 
@@ -759,8 +848,9 @@ tracked": its callbacks are one C function per event type.)
 
 B<The connection is kept>: keepalive is turned on; when the connection
 closes, for whatever reason, a C<close> event is delivered, the monitor
-connects again with capped exponential backoff and jitter, registers
-every event again, and delivers a C<reconnect> event: events of the time
+connects again with capped exponential backoff and jitter (and, while
+the daemon does not answer, without blocking the loop), registers every
+event again, and delivers a C<reconnect> event: events of the time
 in between are lost, and a consumer that keeps state should read it
 afresh.
 
@@ -812,6 +902,22 @@ without keepalive (C<test:///>, the local ones) ignore it.
 Seconds before connecting again (default C<[0.5, 30]>).  Attempt I<N>
 waits a random time between half and all of
 C<min($first * 2 ** (N - 1), $most)>.
+
+=item connect_timeout => $seconds
+
+How long a reconnection may wait for the daemon's answer (default 10).
+Opening a connection is a call that waits, and nothing else in the
+process runs meanwhile: a daemon that accepts connections but does not
+answer (stopped, or hung, the case keepalive reports) would hold the
+loop, and every other connection on it, until it answers.  So before
+each reconnection a separate perl (C<$^X>, with this C<@INC>) opens a
+connection to the same URI, and the monitor connects only once that
+one could; one that has not answered in time is killed, and the attempt
+counts as failed.  This costs a process start per attempt (tens of
+milliseconds), never per event.  0 or undef connects directly.  The
+first connection, in L</$monitor-E<gt>start>, is made directly: start
+returns only once it is made.  A URI whose connection asks questions
+(a password) gets no terminal in that probe: use 0 for it.
 
 =item on_error => sub { my ($message) = @_; ... }
 
