@@ -2178,6 +2178,26 @@ _protect_callback(code, where)
   OUTPUT:
     RETVAL
 
+UV
+_reference_count(sv)
+    SV *sv
+  CODE:
+    RETVAL = SvREFCNT(sv);
+  OUTPUT:
+    RETVAL
+
+void
+_drop_kept_references(sv, count_before)
+    SV *sv
+    UV count_before
+  CODE:
+    /* Sys::Virt's registrations take a reference to their arguments
+       before asking libvirt, and when libvirt refuses, the array that
+       holds them is never freed: what it took is given back here, and
+       only what it took (the caller compared counts). */
+    while (SvREFCNT(sv) > count_before && SvREFCNT(sv) > 1)
+        SvREFCNT_dec(sv);
+
 void
 _run_pending_frees(...)
   PREINIT:

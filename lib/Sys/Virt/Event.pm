@@ -70,27 +70,33 @@ for my $method (sort keys %CALLBACK_OF) {
     my $where = "Sys::Virt $what";
     my $original = \&$method;
     my $wrapper = sub {
-        # Copies: Sys::Virt keeps a reference to the object and callback
-        # arguments themselves, and keeps it for ever when libvirt
-        # refuses the registration (an event type the driver does not
-        # have); emptying our copies then lets the connection go.
-        my @args = @_;
-        if ($PROTECT_CALLBACKS && @args > $index) {
-            my $callback = $args[$index];
+        if ($PROTECT_CALLBACKS && @_ > $index) {
+            my $callback = $_[$index];      # read once: it may be tied
             if ((Scalar::Util::reftype($callback) // '') eq 'CODE') {
-                $args[$index] = _protect_callback($callback, $where);
+                # splice: replacing $_[$index] would assign to the caller's
+                # variable, which @_ aliases
+                splice @_, $index, 1, _protect_callback($callback, $where);
             }
         }
+        # Sys::Virt takes a reference to the object and the callback
+        # before asking libvirt, and keeps it for ever when libvirt
+        # refuses (an event type the driver lacks): the connection would
+        # never close.  What it took then is given back.
+        my @kept = map { $_ < @_ ? _reference_count($_[$_]) : () } 0, $index;
+        # A call, not goto: an @_ changed by splice and handed on by goto
+        # lives until the caller's scope ends, and with it the program's
+        # callback, long after Sys::Virt has dropped it.
         my @result;
         my $wantarray = wantarray;
         my $ok = eval {
-            if ($wantarray) { @result = $original->(@args) }
-            else { $result[0] = $original->(@args) }
+            if ($wantarray) { @result = $original->(@_) }
+            else { $result[0] = $original->(@_) }
             1;
         };
         if (!$ok) {
             my $err = $@;
-            undef $_ for @args[0, $index];
+            _drop_kept_references($_[0], $kept[0]) if @kept;
+            _drop_kept_references($_[$index], $kept[1]) if @kept > 1;
             # Sys::Virt's own errors are objects; perl's (a usage message)
             # name the caller's line, as they would without the wrapper
             if (!ref $err) {
