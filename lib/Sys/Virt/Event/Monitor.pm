@@ -653,6 +653,7 @@ sub _retry_later {
 # $then->($self, undef) once it could, $then->($self, $why) when it could
 # not.  Its answer comes through a pipe watched by the loop.
 my $PROBE = <<'END_PROBE';
+# Sys::Virt::Event::Monitor connection probe
 open STDIN, '<', '/dev/null';
 my $ok = eval { require Sys::Virt; Sys::Virt->new(@ARGV ? (uri => $ARGV[0]) : ()); 1 };
 my $error = $@;
