@@ -25,12 +25,12 @@ use POSIX ();
 use Test::More;
 use Time::HiRes ();
 use TestUtil qw(have_sys_virt);
-use DriverEvents ();
 
 BEGIN {
     plan skip_all => 'Sys::Virt is not installed' unless have_sys_virt();
 }
 
+use DriverEvents ();
 use Sys::Virt;
 
 my $SCRIPT = "$FindBin::Bin/../bin/virt-events";
@@ -168,12 +168,6 @@ my @DEMO = map { @$_[2 .. $#$_] } DriverEvents::steps($TMP);
 my $NS = 'http://example.org/sys-virt-event/1';
 my $TIME = qr/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/;
 my @COMMON_KEYS = qw(time uri kind event name uuid);
-my @DOMAIN_EVENTS = qw(lifecycle reboot rtc-change watchdog io-error graphics
-    io-error-reason control-error block-job disk-change tray-change pm-wakeup
-    pm-suspend balloon-change pm-suspend-disk device-removed block-job-2
-    tunable agent-lifecycle device-added migration-iteration job-completed
-    device-removal-failed metadata-change block-threshold memory-failure
-    memory-device-size-change);
 
 # A name libvirt accepts (a newline only by renaming): a tab, spaces,
 # quotes, a backslash, a carriage return, DEL, a letter outside ASCII, the
@@ -387,11 +381,10 @@ is($run->{stderr}, '', 'and nothing on stderr');
 $run = run_script('--list');
 exits_with($run, 0, '--list exits 0');
 is(scalar @{$run->{lines}}, 36, '--list prints 36 names');
-is_deeply([@{$run->{lines}}[0 .. 26]], \@DOMAIN_EVENTS,
+is_deeply([@{$run->{lines}}[0 .. 26]], \@DriverEvents::DOMAIN_EVENTS,
           'the 27 domain events first, in order');
 is_deeply([@{$run->{lines}}[27 .. 35]],
-          [qw(network-lifecycle pool-lifecycle pool-refresh nodedev-lifecycle
-              nodedev-update secret-lifecycle secret-value-changed close reconnect)],
+          [@DriverEvents::OTHER_EVENTS, qw(close reconnect)],
           'then the other objects\' events, close and reconnect');
 
 for my $bad (['--no-such-option'], [qw(--count 0)], [qw(--count x)],

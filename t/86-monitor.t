@@ -12,7 +12,8 @@ use warnings;
 #
 # libvirt takes one event loop per process, so each case runs in a child
 # of its own under a time limit, registers the loop, runs and reports its
-# checks on lines of its own, which this process turns into test results.
+# checks on lines of its own, which this process turns into test results
+# (t/lib/ChildChecks.pm).
 # After every case the child checks that the loop is left idle (where the
 # loop can say so) and that nothing warned.  Formatting of the event types
 # the test driver cannot emit is in t/87-monitor-formatting.t.
@@ -26,6 +27,7 @@ use Test::More;
 use Time::HiRes ();
 
 use TestUtil qw(in_child have_sys_virt);
+use ChildChecks qw(check check_is check_like check_skip show read_checks);
 use Loops;
 
 BEGIN {
@@ -79,31 +81,13 @@ sub run_case {
     my ($kind, $name, $code) = @_;
     my $t = "$kind: $name";
     my $r = in_child(sub { child($kind, $code) }, timeout => 20 * Loops::patience());
-    my ($checks, @other) = (0);
-    for my $line (split /\n/, $r->{output}) {
-        if ($line =~ /^\x1eCHECK\t([01])\t([^\t]*)\t([^\t]*)\z/) {
-            my ($pass, $check, $diag) = ($1, unescape($2), unescape($3));
-            $checks++;
-            ok($pass, "$t: $check") or diag($diag);
-        } elsif ($line =~ /^\x1eSKIP\t([^\t]*)\t(.*)\z/) {
-            $checks++;
-            Test::More->builder->skip("$t: " . unescape($1) . ': ' . unescape($2));
-        } else {
-            push @other, $line;
-        }
-    }
-    my $output = join "\n", @other;
+    my $read = read_checks($r->{output}, $t);
+    my $output = $read->{output};
     ok(!$r->{timed_out}, "$t: finished within its time limit") or diag("output:\n$output");
     is($r->{signal}, 0, "$t: not killed by a signal");
     is($r->{exit}, 0, "$t: ran to its end") or diag("output:\n$output");
-    ok($checks > 0, "$t: reported its checks");
+    ok($read->{checks} > 0, "$t: reported its checks");
     return;
-}
-
-sub unescape {
-    my ($text) = @_;
-    $text =~ s/\\(.)/$1 eq 'n' ? "\n" : $1 eq 't' ? "\t" : $1/ge;
-    return $text;
 }
 
 # ==========================================================================
@@ -121,42 +105,6 @@ sub child {
     }
     check_is(join('', @WARNINGS), '', 'nothing warned');
     return;
-}
-
-# -- checks, printed for the parent ----------------------------------------
-
-sub escape {
-    my ($text) = @_;
-    $text = '' unless defined $text;
-    $text =~ s/\\/\\\\/g;
-    $text =~ s/\n/\\n/g;
-    $text =~ s/\t/\\t/g;
-    return $text;
-}
-
-sub check {
-    my ($ok, $name, @diag) = @_;
-    print "\x1eCHECK\t", ($ok ? 1 : 0), "\t", escape($name), "\t", escape(join "\n", @diag), "\n";
-    return $ok;
-}
-
-sub check_skip {
-    my ($name, $why) = @_;
-    print "\x1eSKIP\t", escape($name), "\t", escape($why), "\n";
-    return;
-}
-
-sub show { return defined $_[0] ? "'$_[0]'" : 'undef' }
-
-sub check_is {
-    my ($got, $want, $name) = @_;
-    my $ok = defined $got && defined $want ? $got eq $want : !defined $got && !defined $want;
-    return check($ok, $name, '     got: ' . show($got), 'expected: ' . show($want));
-}
-
-sub check_like {
-    my ($got, $re, $name) = @_;
-    return check(defined $got && $got =~ $re, $name, '     got: ' . show($got), "expected: $re");
 }
 
 # -- what the cases share ---------------------------------------------------

@@ -20,6 +20,7 @@ BEGIN {
 }
 
 use Sys::Virt::Event::Monitor;
+use DriverEvents ();
 
 my $M = 'Sys::Virt::Event::Monitor';
 my $F = 'formatting only';
@@ -60,16 +61,8 @@ my $CONN = bless {}, 'Stub::Connection';    # the monitor ignores it
 
 # -- event_names ---------------------------------------------------------
 
-my @DOMAIN_EVENTS = qw(lifecycle reboot rtc-change watchdog io-error graphics
-    io-error-reason control-error block-job disk-change tray-change pm-wakeup
-    pm-suspend balloon-change pm-suspend-disk device-removed block-job-2
-    tunable agent-lifecycle device-added migration-iteration job-completed
-    device-removal-failed metadata-change block-threshold memory-failure
-    memory-device-size-change);
-my @OTHER_EVENTS = qw(network-lifecycle pool-lifecycle pool-refresh
-    nodedev-lifecycle nodedev-update secret-lifecycle secret-value-changed);
-is(scalar @DOMAIN_EVENTS, 27, "$F: 27 domain events in libvirt's id order");
-is_deeply([$M->event_names], [@DOMAIN_EVENTS, @OTHER_EVENTS, qw(close reconnect)],
+is(scalar @DriverEvents::DOMAIN_EVENTS, 27, "$F: 27 domain events in libvirt's id order");
+is_deeply([$M->event_names], [@DriverEvents::DOMAIN_EVENTS, @DriverEvents::OTHER_EVENTS, qw(close reconnect)],
           "$F: event_names: the 27 domain events in libvirt's id order, the 7 others, close, reconnect");
 is(scalar(my @n = $M->event_names), 36, "$F: event_names: 36 names");
 
@@ -252,7 +245,7 @@ for my $case (@CASES) {
     is($M->describe($record), "event '$event' for $kind '$object'$line", "$t: describe");
     $covered{$event}++;
 }
-my @uncovered = grep { !$covered{$_} } @DOMAIN_EVENTS, @OTHER_EVENTS;
+my @uncovered = grep { !$covered{$_} } @DriverEvents::DOMAIN_EVENTS, @DriverEvents::OTHER_EVENTS;
 ok(!@uncovered, "$F: every one of the 34 event types is checked") or diag("not checked: @uncovered");
 
 # -- every lifecycle name, as virsh prints them -----------------------------

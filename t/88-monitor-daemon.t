@@ -26,8 +26,9 @@ use warnings;
 # libvirt takes one event loop per process: each case runs in a child of
 # its own (TestUtil::in_child) with a time limit, registers its loop kind
 # (t/lib/Loops.pm), and prints its checks on lines that this process
-# turns into test results.  The daemon is started here and restarted
-# from the child; it is stopped and its directory removed here.
+# turns into test results (t/lib/ChildChecks.pm).  The daemon is started
+# here and restarted from the child; it is stopped and its directory
+# removed here.
 #
 # SVE_RESTARTS (default 20): cycles of B on the main loop kind (the
 # native EV loop when it is built, else libvirt's default loop); each
@@ -38,6 +39,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use TestUtil qw(have_sys_virt in_child error_of);
+use ChildChecks qw(check check_is remark figure show read_checks);
 use PrivateLibvirtd;
 
 BEGIN {
@@ -88,34 +90,16 @@ sub run_case {
     my $r = in_child(sub { child($kind, $code, $d) }, timeout => $timeout);
     my $seconds = Time::HiRes::time() - $started;
 
-    my ($checks, @figures, @other) = (0);
-    for my $line (split /\n/, $r->{output}) {
-        if ($line =~ /^\x1eCHECK\t([01])\t([^\t]*)\t(.*)\z/) {
-            $checks++;
-            ok($1, "$t: " . unescape($2)) or diag(unescape($3));
-        } elsif ($line =~ /^\x1eFIGURE\t(.*)\z/) {
-            push @figures, [map { unescape($_) } split /\t/, $1, -1];
-        } elsif ($line =~ /^\x1eNOTE\t(.*)\z/) {
-            note("$t: " . unescape($1));
-        } else {
-            push @other, $line;
-        }
-    }
-    my $output = join "\n", @other;
+    my $read = read_checks($r->{output}, $t);
+    my $output = $read->{output};
     ok(!$r->{timed_out}, "$t: finished within its time limit of $timeout s (nothing hangs)")
         or diag("output:\n$output");
     is($r->{signal}, 0, "$t: not killed by a signal");
     is($r->{exit}, 0, "$t: ran to its end") or diag("output:\n$output");
-    ok($checks > 0, "$t: reported its checks");
+    ok($read->{checks} > 0, "$t: reported its checks");
     note(sprintf '%s: %.1f s', $t, $seconds);
     $d->cleanup;
-    return \@figures;
-}
-
-sub unescape {
-    my ($text) = @_;
-    $text =~ s/\\(.)/$1 eq 'n' ? "\n" : $1 eq 't' ? "\t" : $1/ge;
-    return $text;
+    return $read->{figures};
 }
 
 # ==========================================================================
@@ -133,36 +117,6 @@ sub child {
     check_is(join('', @WARNINGS), '', 'nothing warned');
     return;
 }
-
-sub escape {
-    my ($text) = @_;
-    $text = '' unless defined $text;
-    $text =~ s/\\/\\\\/g;
-    $text =~ s/\n/\\n/g;
-    $text =~ s/\t/\\t/g;
-    return $text;
-}
-
-# check($ok, $name, @diagnostics): one test result; returns $ok.
-sub check {
-    my ($ok, $name, @diag) = @_;
-    print "\x1eCHECK\t", ($ok ? 1 : 0), "\t", escape($name), "\t",
-          escape(join "\n", @diag), "\n";
-    return $ok;
-}
-
-sub show { return defined $_[0] ? "'$_[0]'" : 'undef' }
-
-sub check_is {
-    my ($got, $expected, $name, @diag) = @_;
-    my $ok = defined $got && defined $expected ? $got eq $expected
-                                               : !defined $got && !defined $expected;
-    return check($ok, $name, '     got: ' . show($got), 'expected: ' . show($expected), @diag);
-}
-
-sub remark { print "\x1eNOTE\t", escape($_[0]), "\n"; return }
-
-sub figure { print "\x1eFIGURE\t", join("\t", map { escape($_) } @_), "\n"; return }
 
 # -- what the cases share ---------------------------------------------------
 
@@ -390,8 +344,9 @@ my $STOPPED_FOR = 2;     # seconds the daemon stays stopped after the close
 
 sub case_keepalive {
     my ($loop, $d) = @_;
+    # the probe is not slowed by valgrind (maint/memcheck leaves it out)
     my ($m, $errors) = monitor($d, backoff => [0.05, 0.5], keepalive => [1, 2],
-                               connect_timeout => 0.5 * $P);
+                               connect_timeout => 0.5);
     my (@all, @lifecycle);
     $m->subscribe([qw(lifecycle close reconnect)], sub { push @all, $_[0] });
     $m->subscribe('lifecycle', sub { push @lifecycle, $_[0] }, name => $DOM);
@@ -415,10 +370,11 @@ sub case_keepalive {
     my $ticks = 0;
     my $ticker = Sys::Virt::Event::add_timeout(50, sub { $ticks++ });
     @$errors = ();
-    $loop->run_for($STOPPED_FOR);
+    my $stopped_for = $STOPPED_FOR * $P;
+    $loop->run_for($stopped_for);
     Sys::Virt::Event::remove_timeout($ticker);
-    check($ticks >= $STOPPED_FOR / 0.05 / 4,
-          "while the daemon is stopped, the loop runs on ($ticks ticks of 50 ms in $STOPPED_FOR s)");
+    check($ticks >= $stopped_for / 0.05 / 4 / $P,
+          "while the daemon is stopped, the loop runs on ($ticks ticks of 50 ms in $stopped_for s)");
     check(scalar(grep { /\Areconnecting, attempt \d+: cannot connect to .*: no answer from the daemon within / } @$errors),
           'the attempts fail after connect_timeout', @$errors);
     check_is(join(' ', map { $_->{event} } connection_events(@all)), 'close', '... and no reconnect yet');
@@ -431,7 +387,7 @@ sub case_keepalive {
              sprintf('after SIGCONT, reconnect arrives (%.2f s after it)', $back));
     my ($reconnect) = grep { $_->{event} eq 'reconnect' } @all;
     if ($reconnect) {
-        check($reconnect->{down_seconds} >= $STOPPED_FOR,
+        check($reconnect->{down_seconds} >= $stopped_for,
               'it came once the daemon answered again',
               "down_seconds: $reconnect->{down_seconds}");
         remark("reconnect: attempts=$reconnect->{attempts} down_seconds=$reconnect->{down_seconds}");

@@ -16,11 +16,31 @@ package DriverEvents;
 # it as it was, but for the saved image in $tmpdir.  A name given as a
 # regular expression (the vHBA's, which the driver numbers) matches any
 # such name.
+#
+# Also @DriverEvents::DOMAIN_EVENTS: the 27 domain event names in
+# libvirt's id order, and @DriverEvents::OTHER_EVENTS: the 7 of the other
+# objects (for the tests of event_names and virt-events --list).
 
 use strict;
 use warnings;
 
 use Sys::Virt ();
+
+# The 27 domain event names, in the order of libvirt's event ids
+# (VIR_DOMAIN_EVENT_ID_LIFECYCLE = 0 to ..._MEMORY_DEVICE_SIZE_CHANGE =
+# 26, libvirt 9.0): what Sys::Virt::Event::Monitor->event_names and
+# virt-events --list give first.
+our @DOMAIN_EVENTS = qw(lifecycle reboot rtc-change watchdog io-error graphics
+    io-error-reason control-error block-job disk-change tray-change pm-wakeup
+    pm-suspend balloon-change pm-suspend-disk device-removed block-job-2
+    tunable agent-lifecycle device-added migration-iteration job-completed
+    device-removal-failed metadata-change block-threshold memory-failure
+    memory-device-size-change);
+
+# The events of networks, storage pools, node devices and secrets, in
+# the order event_names gives them.
+our @OTHER_EVENTS = qw(network-lifecycle pool-lifecycle pool-refresh
+    nodedev-lifecycle nodedev-update secret-lifecycle secret-value-changed);
 
 # Types the test driver emits, verified end to end.
 our @EMITTED = qw(lifecycle metadata-change network-lifecycle pool-lifecycle

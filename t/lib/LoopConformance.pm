@@ -17,10 +17,10 @@ package LoopConformance;
 # libvirt takes one event loop per process, so each case runs in a child
 # of its own under a time limit (TestUtil::in_child), which registers the
 # loop, runs the case and reports each check on a line; this process
-# turns the lines into Test::More results.  After every case the child
-# drains the loop and checks that every coderef the case handed to the
-# loop was released exactly once, that the loop is idle where it can say
-# so, and that nothing warned.
+# turns the lines into Test::More results (t/lib/ChildChecks.pm).  After
+# every case the child drains the loop and checks that every coderef the
+# case handed to the loop was released exactly once, that the loop is
+# idle where it can say so, and that nothing warned.
 #
 # Capabilities, not kinds, decide how a case asserts (Loops.pm):
 #   introspection  where a loop cannot list its watches and timers
@@ -50,6 +50,8 @@ use Loops;
 use Lifecycle qw(lifecycle_steps event_recorder);
 use PrivateLibvirtd;
 use TestUtil qw(in_child have_sys_virt report);
+use ChildChecks qw(check check_is check_like check_cmp check_skip remark figure
+                   read_checks);
 
 # Multiplies waits and limits under valgrind.
 my $P = Loops::patience();
@@ -121,30 +123,14 @@ sub _run_case {
     my $timeout = ($opt->{timeout} || 20) * $P;
     my $r = in_child(sub { _child($kind, $code, $daemon) }, timeout => $timeout);
 
-    my ($checks, @other) = (0);
-    for my $line (split /\n/, $r->{output}) {
-        if ($line =~ /^\x1eCHECK\t([01])\t([^\t]*)\t(.*)\z/) {
-            my ($pass, $name, $diag) = ($1, _unescape($2), _unescape($3));
-            $checks++;
-            ok($pass, "$t: $name") or diag($diag);
-        } elsif ($line =~ /^\x1eSKIP\t([^\t]*)\t(.*)\z/) {
-            my ($name, $why) = (_unescape($1), _unescape($2));
-            $checks++;
-            Test::More->builder->skip("$t: $name: $why");
-        } elsif ($line =~ /^\x1eTIME\t([^\t]*)\t(.*)\z/) {
-            $timing->{_unescape($1)} = _unescape($2);
-        } elsif ($line =~ /^\x1eNOTE\t(.*)\z/) {
-            note("$t: " . _unescape($1));
-        } else {
-            push @other, $line;
-        }
-    }
-    my $output = join "\n", @other;
+    my $read = read_checks($r->{output}, $t);
+    $timing->{$_->[0]} = $_->[1] for @{$read->{figures}};
+    my $output = $read->{output};
     ok(!$r->{timed_out}, "$t: finished within its time limit of $timeout s")
         or diag("output:\n$output");
     is($r->{signal}, 0, "$t: not killed by a signal");
     is($r->{exit}, 0, "$t: ran to its end") or diag("output:\n$output");
-    ok($checks > 0, "$t: reported its checks");
+    ok($read->{checks} > 0, "$t: reported its checks");
     $daemon->cleanup if $daemon;
     return;
 }
@@ -183,72 +169,12 @@ sub _finish {
     return;
 }
 
-# -- checks, printed for the parent ------------------------------------------
-
-sub _escape {
-    my ($text) = @_;
-    $text = '' unless defined $text;
-    $text =~ s/\\/\\\\/g;
-    $text =~ s/\n/\\n/g;
-    $text =~ s/\t/\\t/g;
-    return $text;
-}
-
-sub _unescape {
-    my ($text) = @_;
-    $text =~ s/\\(.)/$1 eq 'n' ? "\n" : $1 eq 't' ? "\t" : $1/ge;
-    return $text;
-}
-
-# check($ok, $name, @diagnostics): one test result; returns $ok.
-sub check {
-    my ($ok, $name, @diag) = @_;
-    print "\x1eCHECK\t", ($ok ? 1 : 0), "\t", _escape($name), "\t",
-          _escape(join "\n", @diag), "\n";
-    return $ok;
-}
-
-sub _show { return defined $_[0] ? "'$_[0]'" : 'undef' }
-
-sub check_is {
-    my ($got, $expected, $name, @diag) = @_;
-    my $ok = defined $got && defined $expected ? $got eq $expected
-                                               : !defined $got && !defined $expected;
-    return check($ok, $name, '     got: ' . _show($got), 'expected: ' . _show($expected), @diag);
-}
-
-sub check_like {
-    my ($got, $re, $name) = @_;
-    return check(defined $got && $got =~ $re, $name,
-                 '     got: ' . _show($got), "expected: $re");
-}
-
-sub check_cmp {
-    my ($got, $op, $expected, $name) = @_;
-    my %op = ('<' => sub { $_[0] < $_[1] }, '<=' => sub { $_[0] <= $_[1] },
-              '>' => sub { $_[0] > $_[1] }, '>=' => sub { $_[0] >= $_[1] });
-    my $ok = defined $got && $got =~ /\A-?\d+(?:\.\d*)?(?:e-?\d+)?\z/i
-        && $op{$op}->($got, $expected);
-    return check($ok, $name, '     got: ' . _show($got), "expected: $op $expected");
-}
-
-sub check_skip {
-    my ($name, $why) = @_;
-    print "\x1eSKIP\t", _escape($name), "\t", _escape($why), "\n";
-    return;
-}
-
-# A remark for the verbose output (prove -v).
-sub remark {
-    my ($text) = @_;
-    print "\x1eNOTE\t", _escape($text), "\n";
-    return;
-}
+# -- checks, printed for the parent (t/lib/ChildChecks.pm) ------------------
 
 # A figure for the summary the test file prints (last one wins).
 sub timing {
     my ($key, $value) = @_;
-    print "\x1eTIME\t", _escape($key), "\t", _escape($value), "\n";
+    figure($key, $value);
     return;
 }
 
