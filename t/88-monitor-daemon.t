@@ -517,8 +517,13 @@ sub check_flat {
             or diag(join ', ', map { "cycle $_: $at{$_}{$what}" } @other);
     }
     my $growth = $at{$cycles}{rss} - $at{2}{rss};
-    cmp_ok($growth, '<', $RSS_LIMIT_KB,
-           "$kind: RSS grew by less than $RSS_LIMIT_KB kB from cycle 2 to cycle $cycles");
+    SKIP: {
+        # memcheck holds freed blocks back (its 20 MB free queue): the
+        # process's RSS then measures valgrind, not the monitor
+        skip("$kind: RSS under valgrind is valgrind's", 1) if $ENV{SVE_UNDER_MEMCHECK};
+        cmp_ok($growth, '<', $RSS_LIMIT_KB,
+               "$kind: RSS grew by less than $RSS_LIMIT_KB kB from cycle 2 to cycle $cycles");
+    }
     diag(sprintf '%s, %d restarts: fds %s, watches %s, timers %s after each; '
                  . 'RSS %d kB after cycle 1, %d after cycle 2, %d after cycle %d (%+d kB)',
          $kind, $cycles, @$first{qw(fds watches timers rss)}, $at{2}{rss},

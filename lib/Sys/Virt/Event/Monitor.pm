@@ -136,7 +136,10 @@ for my $row (@TYPES) {
     my ($name, $kind, $id, $args) = @$row;
     my $constant = $KIND{$kind}{class}->can("EVENT_ID_$id");
     push @OBJECT_EVENTS, $name;
+    my @args = @$args;
     $TYPE{$name} = { name => $name, kind => $kind, args => $args,
+                     # [field, how] per argument, in order
+                     fields => [ map { [ @args[2 * $_, 2 * $_ + 1] ] } 0 .. @args / 2 - 1 ],
                      # undef: this Sys::Virt does not know the event
                      id => $constant ? $constant->() : undef };
 }
@@ -152,40 +155,47 @@ sub _code_name {
 
 sub _is_code { return defined $_[0] && $_[0] =~ /\A[0-9]+\z/ }
 
-# Readers of one argument: (field, value, the record so far) -> the
-# fields to add.
+# Readers of one argument: (the record so far, field, value); each
+# stores what it reads.
 sub _lifecycle_detail {
-    my ($field, $code, $record) = @_;
+    my ($record, $field, $code) = @_;
     my $table = defined $record->{type} ? $LIFECYCLE_DETAIL{$record->{type}} : undef;
-    return (detail => $table && _is_code($code) ? $table->[$code] : undef,
-            detail_code => _number($code));
+    $record->{detail} = $table && _is_code($code) ? $table->[$code] : undef;
+    $record->{detail_code} = _number($code);
+    return;
 }
 
 sub _address {
-    my ($field, $address) = @_;
-    return ($field => undef) unless ref $address eq 'HASH';
-    return ($field => { %$address,
-                        family => _code_name(address_family => $address->{family}),
-                        family_code => _number($address->{family}) });
+    my ($record, $field, $address) = @_;
+    $record->{$field} = ref $address eq 'HASH'
+        ? { %$address,
+            family => _code_name(address_family => $address->{family}),
+            family_code => _number($address->{family}) }
+        : undef;
+    return;
 }
 
 sub _subject {
-    my ($field, $subject) = @_;
-    return ($field => [ map { { %$_ } } grep { ref eq 'HASH' }
-                        ref $subject eq 'ARRAY' ? @$subject : () ]);
+    my ($record, $field, $subject) = @_;
+    $record->{$field} = [ map { { %$_ } } grep { ref eq 'HASH' }
+                          ref $subject eq 'ARRAY' ? @$subject : () ];
+    return;
 }
 
 sub _params {
-    my ($field, $params) = @_;
-    return ($field => { ref $params eq 'HASH' ? %$params : () });
+    my ($record, $field, $params) = @_;
+    $record->{$field} = { ref $params eq 'HASH' ? %$params : () };
+    return;
 }
 
 sub _memory_flags {
-    my ($field, $flags) = @_;
+    my ($record, $field, $flags) = @_;
     my $bits = _number($flags) // 0;
     # VIR_DOMAIN_MEMORY_FAILURE_ACTION_REQUIRED and _RECURSIVE
-    return (flags => _number($flags), action_required => ($bits & 1 ? 1 : 0),
-            recursive => ($bits & 2 ? 1 : 0));
+    $record->{flags} = _number($flags);
+    $record->{action_required} = $bits & 1 ? 1 : 0;
+    $record->{recursive} = $bits & 2 ? 1 : 0;
+    return;
 }
 
 sub _number {
@@ -196,27 +206,26 @@ sub _number {
 # The record of an event of type $name, from the arguments Sys::Virt
 # passes its callback ($conn, $object, ...).  Class or instance method.
 sub record {
-    my ($self, $name, @callback_args) = @_;
+    my ($self, $name, undef, $object, @values) = @_;
     my $type = defined $name && $TYPE{$name}
         or Carp::croak("Sys::Virt::Event::Monitor->record: unknown event type '"
                        . ($name // 'undef') . q{'});
-    my (undef, $object, @values) = @callback_args;
     my %record = (time => Time::HiRes::time(),
                   uri => ref $self ? $self->{uri} : undef,
                   kind => $type->{kind}, event => $name);
     @record{qw(name uuid)} = _identity($type->{kind}, $object);
 
-    my @spec = @{$type->{args}};
-    for my $i (0 .. @spec / 2 - 1) {
-        my ($field, $how) = @spec[2 * $i, 2 * $i + 1];
-        my $value = $values[$i];
+    for my $arg (@{$type->{fields}}) {
+        my ($field, $how) = @$arg;
+        my $value = shift @values;
         if (!defined $how) {
             $record{$field} = $field =~ /_code\z/ ? _number($value) : $value;
         } elsif (ref $how) {
-            %record = (%record, $how->($field, $value, \%record));
+            $how->(\%record, $field, $value);
         } else {
-            $record{$field} = _code_name($how, $value);
-            $record{"${field}_code"} = _number($value);
+            $record{"${field}_code"} = defined $value ? $value + 0 : undef;
+            $record{$field} = defined $value && $value =~ /\A[0-9]+\z/
+                ? $NAMES{$how}[$value] : undef;
         }
     }
     return \%record;
@@ -227,10 +236,12 @@ sub record {
 sub _identity {
     my ($kind, $object) = @_;
     return (undef, undef) unless Scalar::Util::blessed($object);
-    my $name = $KIND{$kind}{no_name} ? undef
-             : eval { $object->get_name };
-    my $uuid = $KIND{$kind}{no_uuid} ? undef
-             : eval { $object->get_uuid_string };
+    my $how = $KIND{$kind};
+    my ($name, $uuid);
+    eval {
+        $name = $object->get_name unless $how->{no_name};
+        $uuid = $object->get_uuid_string unless $how->{no_uuid};
+    };
     return ($name, $uuid);
 }
 
@@ -397,7 +408,8 @@ sub new {
     return bless {
         %self,
         given_uri     => $self{uri},
-        subscriptions => {},       # id => { events => {name => 1}, cb, filter }
+        subscriptions => {},       # id => { id, events => {name => 1}, callback, filter }
+        wanting       => {},       # event name => [subscriptions], in id order
         next_id       => 1,
         running       => 0,
         conn          => undef,
@@ -439,8 +451,9 @@ sub subscribe {
     }
 
     my $id = $self->{next_id}++;
-    $self->{subscriptions}{$id} = { events => { map { $_ => 1 } @names },
+    $self->{subscriptions}{$id} = { id => $id, events => { map { $_ => 1 } @names },
                                     callback => $callback, filter => \%filter };
+    delete $self->{wanting};
     $self->_register_wanted if $self->{conn};
     return $id;
 }
@@ -450,6 +463,7 @@ sub unsubscribe {
     Carp::croak('Sys::Virt::Event::Monitor->unsubscribe: no subscription '
                 . ($id // 'undef'))
         unless defined $id && delete $self->{subscriptions}{$id};
+    delete $self->{wanting};
     $self->_deregister_unwanted if $self->{conn};
     return;
 }
@@ -761,13 +775,16 @@ sub _deliver {
 sub _deliver_record {
     my ($self, $record) = @_;
     my $event = $record->{event};
-    for my $id (sort { $a <=> $b } keys %{$self->{subscriptions}}) {
-        # a callback may have stopped the monitor: nothing more then
+    my $subs = $self->{wanting}{$event} //= [
+        map { $self->{subscriptions}{$_} } grep { $self->{subscriptions}{$_}{events}{$event} }
+        sort { $a <=> $b } keys %{$self->{subscriptions}}
+    ];
+    for my $sub (@$subs) {
+        # a callback may have stopped the monitor, or unsubscribed
         last unless $self->{running};
-        my $sub = $self->{subscriptions}{$id} or next;
-        next unless $sub->{events}{$event};
+        next unless $self->{subscriptions}{$sub->{id}};
         my $filter = $sub->{filter};
-        next if $record->{kind} ne 'connection'
+        next if %$filter && $record->{kind} ne 'connection'
                 && grep { !defined $record->{$_} || $record->{$_} ne $filter->{$_} }
                         keys %$filter;
         eval { $sub->{callback}->($record); 1 }
