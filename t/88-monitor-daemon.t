@@ -30,9 +30,9 @@ use warnings;
 # here and restarted from the child; it is stopped and its directory
 # removed here.
 #
-# SVE_RESTARTS (default 20): cycles of B on the main loop kind (the
-# native EV loop when it is built, else libvirt's default loop); each
-# other kind runs $SHORT_CYCLES.
+# SVE_RESTARTS (default 20, 5 under maint/memcheck): cycles of B on the
+# main loop kind (the native EV loop when it is built, else libvirt's
+# default loop); each other kind runs $SHORT_CYCLES.
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
@@ -57,7 +57,8 @@ use DriverEvents;
 use Loops;
 
 my $P = Loops::patience();
-my $RESTARTS = $ENV{SVE_RESTARTS} // 20;
+# under valgrind (maint/memcheck), whose point is memory errors, fewer
+my $RESTARTS = $ENV{SVE_RESTARTS} // ($ENV{SVE_UNDER_MEMCHECK} ? 5 : 20);
 die "SVE_RESTARTS must be a whole number above 1, not '$RESTARTS'\n"
     unless $RESTARTS =~ /\A[0-9]+\z/ && $RESTARTS >= 2;
 my $SHORT_CYCLES = 3;
