@@ -26,8 +26,8 @@ use Scalar::Util ();
 use Test::More;
 use Time::HiRes ();
 
-use TestUtil qw(in_child have_sys_virt);
-use ChildChecks qw(check check_is check_like check_skip show read_checks);
+use TestUtil qw(have_sys_virt);
+use ChildChecks qw(check check_is check_like check_skip show checks_in_child);
 use Loops;
 
 BEGIN {
@@ -80,13 +80,7 @@ done_testing;
 sub run_case {
     my ($kind, $name, $code) = @_;
     my $t = "$kind: $name";
-    my $r = in_child(sub { child($kind, $code) }, timeout => 20 * Loops::patience());
-    my $read = read_checks($r->{output}, $t);
-    my $output = $read->{output};
-    ok(!$r->{timed_out}, "$t: finished within its time limit") or diag("output:\n$output");
-    is($r->{signal}, 0, "$t: not killed by a signal");
-    is($r->{exit}, 0, "$t: ran to its end") or diag("output:\n$output");
-    ok($read->{checks} > 0, "$t: reported its checks");
+    checks_in_child($t, sub { child($kind, $code) }, 20 * Loops::patience());
     return;
 }
 

@@ -19,8 +19,11 @@ package ChildChecks;
 #   show($value)                        a value quoted, or 'undef'
 #
 # In the parent:
+#   my $r = checks_in_child("$kind: $case", sub { ... }, TIMEOUT);
+# runs the code in a child (TestUtil::in_child), reads what it printed
+# with read_checks, asserts that it ended in time, by itself, with exit
+# status 0 and at least one check, and returns what read_checks returns.
 #   my $r = read_checks($output, "$kind: $case");
-#   ok($r->{checks} > 0, "$kind: $case: reported its checks");
 # read_checks passes every check as ok() (its diagnostics to diag() when
 # it fails) and every skip as a skip, named "PREFIX: NAME"; notes each
 # remark as "PREFIX: TEXT" where it stands, and returns
@@ -37,9 +40,10 @@ use warnings;
 
 use Exporter 'import';
 use Test::More;
+use TestUtil qw(in_child);
 
 our @EXPORT_OK = qw(check check_is check_like check_cmp check_skip remark
-                    figure show read_checks);
+                    figure show read_checks checks_in_child);
 
 # -- the child ---------------------------------------------------------------
 
@@ -132,6 +136,19 @@ sub read_checks {
     }
     $r{output} = join "\n", @other;
     return \%r;
+}
+
+sub checks_in_child {
+    my ($prefix, $code, $timeout) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $r = in_child($code, timeout => $timeout);
+    my $read = read_checks($r->{output}, $prefix);
+    ok(!$r->{timed_out}, "$prefix: finished within its time limit of $timeout s")
+        or diag("output:\n$read->{output}");
+    is($r->{signal}, 0, "$prefix: not killed by a signal");
+    is($r->{exit}, 0, "$prefix: ran to its end") or diag("output:\n$read->{output}");
+    ok($read->{checks} > 0, "$prefix: reported its checks");
+    return $read;
 }
 
 1;

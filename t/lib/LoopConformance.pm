@@ -51,7 +51,7 @@ use Lifecycle qw(lifecycle_steps event_recorder);
 use PrivateLibvirtd;
 use TestUtil qw(in_child have_sys_virt report);
 use ChildChecks qw(check check_is check_like check_cmp check_skip remark figure
-                   read_checks);
+                   checks_in_child);
 
 # Multiplies waits and limits under valgrind.
 my $P = Loops::patience();
@@ -121,16 +121,8 @@ sub _run_case {
         }
     }
     my $timeout = ($opt->{timeout} || 20) * $P;
-    my $r = in_child(sub { _child($kind, $code, $daemon) }, timeout => $timeout);
-
-    my $read = read_checks($r->{output}, $t);
+    my $read = checks_in_child($t, sub { _child($kind, $code, $daemon) }, $timeout);
     $timing->{$_->[0]} = $_->[1] for @{$read->{figures}};
-    my $output = $read->{output};
-    ok(!$r->{timed_out}, "$t: finished within its time limit of $timeout s")
-        or diag("output:\n$output");
-    is($r->{signal}, 0, "$t: not killed by a signal");
-    is($r->{exit}, 0, "$t: ran to its end") or diag("output:\n$output");
-    ok($read->{checks} > 0, "$t: reported its checks");
     $daemon->cleanup if $daemon;
     return;
 }
