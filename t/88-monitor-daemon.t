@@ -22,7 +22,10 @@ use warnings;
 #      from the top level, by stop() from its on_error callback, or by
 #      dropping the last reference to it: no attempt after it, nothing of
 #      the monitor's left in the loop (at once and later) or among the
-#      open descriptors.
+#      open descriptors;
+#   E  stopped, or its last reference dropped, by a subscriber of close
+#      as the daemon dies: no hang, no attempt after it, nothing left in
+#      the loop or among the open descriptors.
 # libvirt takes one event loop per process: each case runs in a child of
 # its own (TestUtil::in_child) with a time limit, registers its loop kind
 # (t/lib/Loops.pm), and prints its checks on lines that this process
@@ -405,14 +408,7 @@ my @STOPS = ('top level', 'on_error', 'drop');
 
 sub case_stop_in_backoff {
     my ($loop, $d, $how) = @_;
-    # Sys::Virt::Event::AnyEvent makes a pipe for 0 ms timers the first
-    # time one is armed, and keeps it: the loop's, not the monitor's
-    my ($fired, $timer) = (0);
-    $timer = Sys::Virt::Event::add_timeout(0, sub {
-        Sys::Virt::Event::remove_timeout($timer) unless $fired++;
-    });
-    $loop->run_until(sub { $fired }, 5 * $P);
-    $loop->drain;
+    settle($loop);
     my @fds = fds();
 
     my ($weak, $stop_now, @errors);
@@ -464,6 +460,61 @@ sub case_stop_in_backoff {
     return;
 }
 
+# E: a subscriber of close stops the monitor, or drops the last
+# reference to it.  libvirt holds the lock of its close callback while it
+# runs it, and deregistering takes that lock: done from there, either
+# would hang the process.
+my @CLOSE_STOPS = ('stop', 'drop');
+
+sub case_stop_on_close {
+    my ($loop, $d, $how) = @_;
+    settle($loop);
+    my @fds = fds();
+
+    my (@closes, @errors);
+    my $m = Sys::Virt::Event::Monitor->new(
+        uri => $d->uri, backoff => [0.05, 0.1], keepalive => [1, 2],
+        on_error => sub { push @errors, $_[0] });
+    my $weak = $m;
+    Scalar::Util::weaken($weak);
+    $m->subscribe('close', sub {
+        push @closes, $_[0];
+        $how eq 'stop' ? $weak->stop : undef $m;
+    });
+    $m->start;
+    check($m->is_connected, 'the monitor connected');
+    check($d->signal('KILL') && $d->wait_gone(5 * $P), 'the daemon is killed');
+    $loop->run_until(sub { @closes }, 5 * $P);
+    check_is(scalar @closes, 1, 'close is delivered');
+    if ($how eq 'stop') {
+        check(!$m->is_running && !$m->is_connected, 'its subscriber stopped the monitor');
+    } else {
+        check(!$weak, 'its subscriber dropped the monitor, which is gone');
+    }
+    $loop->run_for(0.3);    # three times the longest wait
+    check_is(join(' ', reconnect_errors(\@errors)), '', 'no attempt to connect again');
+    $loop->drain;
+    if ($loop->introspects) {
+        check($loop->is_idle, 'nothing is left in the loop afterwards', $loop->describe);
+    }
+    check_is(join(' ', fds()), join(' ', @fds), 'open descriptors are as before the monitor');
+    return;
+}
+
+# Sys::Virt::Event::AnyEvent makes a pipe for 0 ms timers the first time
+# one is armed, and keeps it: arming one before a case counts descriptors
+# leaves that pipe out of what the monitor is measured on.
+sub settle {
+    my ($loop) = @_;
+    my ($fired, $timer) = (0);
+    $timer = Sys::Virt::Event::add_timeout(0, sub {
+        Sys::Virt::Event::remove_timeout($timer) unless $fired++;
+    });
+    $loop->run_until(sub { $fired }, 5 * $P);
+    $loop->drain;
+    return;
+}
+
 # ==========================================================================
 # The cases
 # ==========================================================================
@@ -489,6 +540,13 @@ for my $how (@STOPS) {
     for my $kind (@KINDS) {
         run_case("stop during backoff ($how), $kind", $kind,
                  sub { case_stop_in_backoff(@_, $how) }, timeout => 20);
+    }
+}
+
+for my $how (@CLOSE_STOPS) {
+    for my $kind (@KINDS) {
+        run_case("close stops the monitor ($how), $kind", $kind,
+                 sub { case_stop_on_close(@_, $how) }, timeout => 20);
     }
 }
 

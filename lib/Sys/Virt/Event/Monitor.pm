@@ -609,24 +609,24 @@ sub _disconnect {
     return;
 }
 
-# libvirt calls this with its locks held: what needs calls into libvirt
-# (deregistering, reconnecting) waits for the loop's next turn.
+# libvirt calls this holding the lock of its close callback, which
+# unregister_close_callback takes too: the close event and all that
+# follows it wait for the loop's next turn, where a subscriber may stop
+# or drop the monitor.
 sub _on_close {
     my ($self, $reason) = @_;
     return unless $self->{running} && $self->{conn};
-    $self->_deliver_record($self->_connection_record('close',
-        reason => _code_name(close_reason => $reason), reason_code => _number($reason)));
-    $self->{down_since} = Time::HiRes::time();
+    my $record = $self->_connection_record('close',
+        reason => _code_name(close_reason => $reason), reason_code => _number($reason));
+    $self->{down_since} = $record->{time};
     $self->{attempts} = 0;
     $self->_after(0, sub {
         my ($self) = @_;
+        $self->_deliver_record($record);
+        return $self->stop unless $self->{reconnect};
+        return unless $self->{running};    # a subscriber stopped it
         $self->_disconnect;
-        if ($self->{reconnect}) {
-            $self->_retry_later;
-        } else {
-            $self->{running} = 0;
-            $self->_cancel_timers;
-        }
+        $self->_retry_later;
     });
     return;
 }
@@ -880,8 +880,8 @@ HANDLING> describes, and the event still goes to the other callbacks.
 
 =item *
 
-B<Any loop>: the monitor's only timers (backoff, and the work deferred
-from libvirt's close callback) go through
+B<Any loop>: the monitor's only timers (backoff, and the C<close> event
+and the work deferred from libvirt's close callback) go through
 L<Sys::Virt::Event/add_timeout>, so it runs on whichever loop is
 registered: libvirt's default loop, L<Sys::Virt::Event::AnyEvent>,
 L<Sys::Virt::Event::EV> or another.  Register the loop before starting
@@ -1254,7 +1254,11 @@ None.
 =item close
 
 The connection closed: C<reason> (C<error>, C<eof>, C<keepalive>,
-C<client>), C<reason_code>.  Events stop until C<reconnect>.
+C<client>), C<reason_code>.  Events stop until C<reconnect>.  It is
+delivered on the loop's turn after libvirt reported the close, outside
+libvirt's close callback, so that its callbacks may stop or drop the
+monitor (from within, deregistering would wait forever on the lock
+libvirt holds there).  C<time> is when libvirt reported it.
 
 =item reconnect
 
