@@ -10,7 +10,8 @@ use warnings;
 #    restart does) loses no subscription: close, reconnect, and events
 #    of every type flow again;
 #  - with --uri A --uri B, two daemons' events come in one stream, each
-#    line naming its daemon.
+#    line naming its daemon;
+#  - a filter whose value is 0 (--network 0) is a filter like any other.
 # Needs libvirtd; the comparison needs virsh (Debian: libvirt-clients).
 
 use FindBin;
@@ -312,6 +313,33 @@ SKIP: {
     stop_watcher($w);
     undef @conns;
     $_->stop for @daemons;
+}
+
+# ---- a filter whose value is 0 -----------------------------------------------
+
+{
+    my $daemon = PrivateLibvirtd->start;
+    my $w = start_watcher(@PERL, @SCRIPT, '--json', '--uri', $daemon->uri, '--network', '0');
+    my $conn = Sys::Virt->new(uri => $daemon->uri);
+    my $bounce = sub {
+        my ($name, $uuid) = @_;
+        $conn->define_network("<network><name>$name</name>"
+                              . ($uuid ? "<uuid>$uuid</uuid>" : '') . '</network>')->undefine;
+    };
+    # define and undefine "0" until its events show: the watcher listens
+    ok(wait_for(sub { $bounce->('0'); records_of($w) }, 20),
+       '--network 0: the events of the network named 0 are printed');
+    # another network's events, then the last of 0's, known by its UUID
+    my $last = 'b0b0b0b0-0000-4000-8000-000000000000';
+    $bounce->('sve-other');
+    $bounce->('0', $last);
+    ok(wait_for(sub { grep { $_->{uuid} eq $last && $_->{type} eq 'Undefined' } records_of($w) }, 10),
+       '--network 0: the last events of 0 arrive');
+    is(join(' ', sort grep { $_ ne '0' } map { $_->{name} } records_of($w)), '',
+       '--network 0: those of that network only');
+    stop_watcher($w);
+    undef $conn;
+    $daemon->stop;
 }
 
 done_testing;
