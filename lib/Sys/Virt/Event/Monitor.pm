@@ -136,10 +136,14 @@ for my $row (@TYPES) {
     my ($name, $kind, $id, $args) = @$row;
     my $constant = $KIND{$kind}{class}->can("EVENT_ID_$id");
     push @OBJECT_EVENTS, $name;
-    my @args = @$args;
-    $TYPE{$name} = { name => $name, kind => $kind, args => $args,
-                     # [field, how] per argument, in order
-                     fields => [ map { [ @args[2 * $_, 2 * $_ + 1] ] } 0 .. @args / 2 - 1 ],
+    my @fields = map { [ @$args[2 * $_, 2 * $_ + 1] ] } 0 .. @$args / 2 - 1;
+    $TYPE{$name} = { kind => $kind,
+                     # [field, how, whether a number] per argument, in order
+                     fields => [ map { [ @$_, !defined $_->[1] && $_->[0] =~ /_code\z/ ? 1 : 0 ] }
+                                 @fields ],
+                     # "TYPE DETAIL" in a line, as virsh prints lifecycle events
+                     lifecycle => (@fields == 2 && $fields[0][0] eq 'type'
+                                   && $fields[1][0] =~ /\Adetail/) ? 1 : 0,
                      # undef: this Sys::Virt does not know the event
                      id => $constant ? $constant->() : undef };
 }
@@ -188,13 +192,15 @@ sub _params {
     return;
 }
 
+# The bits of memory-failure's flags, each also a field of its own:
+# VIR_DOMAIN_MEMORY_FAILURE_ACTION_REQUIRED and _RECURSIVE.
+my @MEMORY_FLAGS = ([ action_required => 1 ], [ recursive => 2 ]);
+
 sub _memory_flags {
     my ($record, $field, $flags) = @_;
     my $bits = _number($flags) // 0;
-    # VIR_DOMAIN_MEMORY_FAILURE_ACTION_REQUIRED and _RECURSIVE
-    $record->{flags} = _number($flags);
-    $record->{action_required} = $bits & 1 ? 1 : 0;
-    $record->{recursive} = $bits & 2 ? 1 : 0;
+    $record->{$field} = _number($flags);
+    $record->{$_->[0]} = $bits & $_->[1] ? 1 : 0 for @MEMORY_FLAGS;
     return;
 }
 
@@ -216,13 +222,15 @@ sub record {
     @record{qw(name uuid)} = _identity($type->{kind}, $object);
 
     for my $arg (@{$type->{fields}}) {
-        my ($field, $how) = @$arg;
+        my ($field, $how, $is_number) = @$arg;
         my $value = shift @values;
         if (!defined $how) {
-            $record{$field} = $field =~ /_code\z/ ? _number($value) : $value;
+            $record{$field} = $is_number ? _number($value) : $value;
         } elsif (ref $how) {
             $how->(\%record, $field, $value);
         } else {
+            # _number and _code_name, written out: most events come here
+            # (bench/monitor.pl)
             $record{"${field}_code"} = defined $value ? $value + 0 : undef;
             $record{$field} = defined $value && $value =~ /\A[0-9]+\z/
                 ? $NAMES{$how}[$value] : undef;
@@ -267,58 +275,52 @@ sub describe {
     if ($kind eq 'connection') {
         my @fields = $event eq 'close' ? ('reason')
                    : qw(attempts down_seconds);
-        return join ' ', "connection $event:",
-            map { "$_=" . _text_value($record->{$_}, "${_}_code", $record) } @fields;
+        return join ' ', "connection $event:", map { "$_=" . _shown($record, $_) } @fields;
     }
 
     my $type = $TYPE{$event};
-    my $what = $kind eq 'secret' ? ($record->{uuid} // '') : ($record->{name} // '');
-    my $text = "event '$event' for $kind " . _quoted($what);
-    my @spec = $type ? @{$type->{args}} : ();
-    return $text unless @spec;
+    my $what = $KIND{$kind} && $KIND{$kind}{no_name} ? $record->{uuid} : $record->{name};
+    my $text = "event '$event' for $kind " . _quoted($what // '');
+    return $text unless $type && @{$type->{fields}};
 
-    if ($spec[0] eq 'type' && ($spec[2] // '') =~ /\Adetail/) {
-        my @words = (_text_value($record->{type}, 'type_code', $record));
-        push @words, _text_value($record->{detail}, 'detail_code', $record)
-            if $kind eq 'domain';
+    if ($type->{lifecycle}) {
+        my @words = (_shown($record, 'type'));
+        push @words, _shown($record, 'detail') if $kind eq 'domain';
         return "$text: @words";
     }
     my @pairs;
-    for (my $i = 0; $i < @spec; $i += 2) {
-        my $field = $spec[$i];
-        push @pairs, _flatten($field, $record, $field);
-        push @pairs, map { [ $_ => $record->{$_} ] } qw(action_required recursive)
-            if $field eq 'flags';
+    for my $arg (@{$type->{fields}}) {
+        my ($field, $how) = @$arg;
+        push @pairs, _flatten($field, $record->{$field}, $record->{"${field}_code"});
+        push @pairs, map { [ $_->[0] => $record->{$_->[0]} ] } @MEMORY_FLAGS
+            if ref $how && $how == \&_memory_flags;
     }
     return "$text: " . join ' ', map {
         "$_->[0]=" . (defined $_->[1] ? _word($_->[1]) : '-')
     } @pairs;
 }
 
-# A name, or the code when the name is unknown, or '-'.
-sub _text_value {
-    my ($name, $code_field, $record) = @_;
-    return _word($name) if defined $name;
-    my $code = $record->{$code_field};
-    return defined $code ? _word($code) : '-';
+# A field as one word: its name, or its code (FIELD_code) when the name
+# is unknown, or '-'.
+sub _shown {
+    my ($record, $field) = @_;
+    my $value = $record->{$field} // $record->{"${field}_code"};
+    return defined $value ? _word($value) : '-';
 }
 
-# ([path, value], ...) for $hash->{$key}, nested hashes and arrays
-# walked (keys sorted); a code that has a name (FIELD beside FIELD_code)
-# reads as the name, one without as the code.
+# ([path, value], ...) for a value, nested hashes and arrays walked
+# (keys sorted); a code that has a name (FIELD beside FIELD_code) reads
+# as the name, one without (the name undef) as the code, $code.
 sub _flatten {
-    my ($path, $hash, $key) = @_;
-    my $value = $hash->{$key};
+    my ($path, $value, $code) = @_;
     if (ref $value eq 'HASH') {
-        return map { _flatten("$path.$_", $value, $_) }
+        return map { _flatten("$path.$_", $value->{$_}, $value->{"${_}_code"}) }
                grep { !(/\A(.+)_code\z/ && exists $value->{$1}) } sort keys %$value;
     }
     if (ref $value eq 'ARRAY') {
-        my %items = map { $_ => $value->[$_] } 0 .. $#$value;
-        return map { _flatten("$path.$_", \%items, $_) } 0 .. $#$value;
+        return map { _flatten("$path.$_", $value->[$_]) } 0 .. $#$value;
     }
-    $value //= $hash->{"${key}_code"};
-    return [ $path => $value ];
+    return [ $path => $value // $code ];
 }
 
 my %ESCAPE = ('\\' => '\\\\', '"' => '\\"', q{'} => q{\\'},
@@ -336,10 +338,7 @@ sub quote {
 
 sub _word {
     my ($bytes) = @_;
-    my $text = "$bytes";
-    my $is_utf8 = utf8::decode($text);
-    my $plain = $is_utf8 ? qr/(?!["'\\])[\p{L}\p{M}\p{N}\p{P}\p{S}]/
-                         : qr/(?!["'\\])[!-~]/;
+    my ($text, $plain, $is_utf8) = _decoded($bytes);
     # a lone '-' would read as a missing value
     return "$bytes" if length $text && $text ne '-' && $text =~ /\A$plain+\z/;
     return '"' . _escaped($text, $plain, $is_utf8) . '"';
@@ -348,11 +347,19 @@ sub _word {
 # An object's name in single quotes, as virsh prints it, escaped as above.
 sub _quoted {
     my ($bytes) = @_;
+    return q{'} . _escaped(_decoded($bytes)) . q{'};
+}
+
+my $PLAIN_UTF8  = qr/(?!["'\\])[\p{L}\p{M}\p{N}\p{P}\p{S}]/;
+my $PLAIN_BYTES = qr/(?!["'\\])[!-~]/;
+
+# (the text, a pattern of the characters that stand as themselves in
+# it, whether it was UTF-8) for a value's bytes
+sub _decoded {
+    my ($bytes) = @_;
     my $text = "$bytes";
     my $is_utf8 = utf8::decode($text);
-    my $plain = $is_utf8 ? qr/(?!["'\\])[\p{L}\p{M}\p{N}\p{P}\p{S}]/
-                         : qr/(?!["'\\])[!-~]/;
-    return q{'} . _escaped($text, $plain, $is_utf8) . q{'};
+    return ($text, $is_utf8 ? $PLAIN_UTF8 : $PLAIN_BYTES, $is_utf8);
 }
 
 sub _escaped {
