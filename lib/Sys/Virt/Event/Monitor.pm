@@ -426,6 +426,10 @@ sub new {
         runs          => 0,        # starts so far
         attempts      => 0,
         down_since    => undef,
+        refused       => {},       # event name => 1: refused, said once
+        last_error    => undef,    # why the last attempt to connect failed
+        probe         => undef,    # the connection probe running, if any
+        quiet         => 0,        # true: errors not reported (a dead connection)
     }, $class;
 }
 
@@ -519,14 +523,18 @@ sub _wanted {
     return \%wanted;
 }
 
+sub _cannot_connect {
+    my ($self, $why) = @_;
+    return 'cannot connect to ' . ($self->{given_uri} // "libvirt's default URI") . ": $why";
+}
+
 # Opens the connection and registers what is wanted; false (the reason
 # in last_error) when that failed, leaving nothing open.
 sub _connect {
     my ($self) = @_;
     my $conn = eval { Sys::Virt->new(uri => $self->{given_uri}) };
     if (!$conn) {
-        $self->{last_error} = 'cannot connect to '
-            . ($self->{given_uri} // "libvirt's default URI") . ': ' . _error_text($@);
+        $self->{last_error} = $self->_cannot_connect(_error_text($@));
         return 0;
     }
     $self->{conn} = $conn;
@@ -707,8 +715,7 @@ sub _probe {
         my ($why) = @_;
         return unless $weak && $weak->{probe} && $weak->{probe} == $probe;
         $weak->_end_probe;
-        $why = 'cannot connect to ' . ($weak->{given_uri} // "libvirt's default URI")
-             . ": $why" if defined $why;
+        $why = $weak->_cannot_connect($why) if defined $why;
         $then->($weak, $why);
     };
     $probe->{watch} = Sys::Virt::Event::add_handle(fileno $read,
@@ -739,8 +746,9 @@ sub _end_probe {
 }
 
 # Runs $code->($self) once, $seconds from now, from the registered
-# loop; returns the timer, for _cancel_timer.  The timer holds the monitor weakly: a monitor dropped while it
-# waits to reconnect is stopped, not kept alive by its own timer.
+# loop; returns the timer, for _cancel_timer.  The timer holds the
+# monitor weakly: a monitor dropped while it waits to reconnect is
+# stopped, not kept alive by its own timer.
 sub _after {
     my ($self, $seconds, $code) = @_;
     # a callback (on_error, close) may have stopped the monitor meanwhile
@@ -750,8 +758,11 @@ sub _after {
     Scalar::Util::weaken($weak);
     my $timer;
     $timer = Sys::Virt::Event::add_timeout(int($seconds * 1000), sub {
-        return unless $weak && delete $weak->{timers}{$timer};
+        # a cancelled timer is removed already; any other fires once, even
+        # for a monitor gone without cancelling it
+        return if $weak && !delete $weak->{timers}{$timer};
         Sys::Virt::Event::remove_timeout($timer);
+        return unless $weak;
         $code->($weak) if $weak->{running} && $weak->{runs} == $run;
     });
     $self->{timers}{$timer} = 1;
