@@ -11,6 +11,8 @@ use warnings;
 #    of every type flow again;
 #  - with --uri A --uri B, two daemons' events come in one stream, each
 #    line naming its daemon;
+#  - --count reached while another daemon is stopped: the supervisor ends
+#    the watch, whose cleanup blocks, a few seconds later, with status 0;
 #  - a filter whose value is 0 (--network 0) is a filter like any other.
 # Needs libvirtd; the comparison needs virsh (Debian: libvirt-clients).
 
@@ -312,6 +314,35 @@ SKIP: {
          '--uri A --uri B: each line names the daemon it came from (A)');
     stop_watcher($w);
     undef @conns;
+    $_->stop for @daemons;
+}
+
+# ---- --count reached while another daemon does not answer --------------------
+
+{
+    my @daemons = map { PrivateLibvirtd->start } 1 .. 2;
+    my @uris = map { $_->uri } @daemons;
+    my $w = start_watcher(@PERL, @SCRIPT, '--event', 'lifecycle', '--count', 1,
+                          map { ('--uri', $_) } @uris);
+    ok(wait_for(sub { grep { /watching/ } lines_of($w->{err}) }, 20), 'the watch is set up');
+    ok($daemons[0]->signal('STOP'), 'the first daemon is stopped');
+    Sys::Virt->new(uri => $uris[1])->get_domain_by_name('test')->suspend;
+    # closing the connection to the stopped daemon blocks: the supervisor
+    # ends the watch 5 s after it chose its status
+    my $status;
+    my $exited = wait_for(sub { waitpid($w->{pid}, POSIX::WNOHANG()) == $w->{pid}
+                                && defined($status = $?) }, 30);
+    ok($exited, '--count 1 with a stopped daemon: ends by itself');
+    delete $running{$w->{pid}} if $exited;
+    is($status, 0, '--count 1 with a stopped daemon: exits 0');
+    like(join("\n", lines_of($w->{out})),
+         qr/\A\S+ \Q$uris[1]\E event 'lifecycle' for domain 'test': Suspended Paused\z/,
+         '--count 1 with a stopped daemon: the one event');
+    like(join("\n", lines_of($w->{err})),
+         qr/no answer from libvirt within 5 seconds: ending without cleanup\z/,
+         '--count 1 with a stopped daemon: saying why it did not clean up');
+    $daemons[0]->signal('CONT');
+    stop_watcher($w) unless $exited;
     $_->stop for @daemons;
 }
 
