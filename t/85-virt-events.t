@@ -410,7 +410,8 @@ for my $bad (['--no-such-option'], [qw(--count 0)], [qw(--count x)],
              [qw(--timeout -1)], [qw(--loop select)], [qw(--demo --uri test:///default)],
              [qw(--uri test:///default --uri test:///default)],
              [qw(--domain a --domain b)], [qw(--secret not-a-uuid)],
-             [qw(--event lifecycle --event)], ['stray']) {
+             [qw(--event lifecycle --event)], ['--event', ''], ['-e', ','],
+             ['-e', 'lifecycle,'], ['--domain', ''], ['--nodedev', ''], ['stray']) {
     $run = run_script(@$bad);
     exits_with($run, 2, "bad usage '@$bad' exits 2");
     like($run->{stderr}, qr/\Avirt-events: .+\n.*Usage:/s,
