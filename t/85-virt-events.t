@@ -499,10 +499,12 @@ sub unquote_word {
 }
 
 # Defines a domain, renames it to $ODD_NAME and starts it, while the script
-# watches (its stdout to the run's file); 4 events.  Then removes it.
+# watches (its stdout to the run's file): 4 events, each of which it
+# prints unless @args say otherwise (--count 4 unless they give one).
+# Then removes it.
 sub odd_name_run {
     my ($daemon, @args) = @_;
-    my $run = start_script(@args, '--uri', $daemon->uri, '--count', 4,
+    my $run = start_script('--count', 4, @args, '--uri', $daemon->uri,
                            '--timeout', $LIMIT);
     ok(wait_for($run->{err}, qr/watching/, $LIMIT), "@args: the watch is set up");
     my $conn = Sys::Virt->new(uri => $daemon->uri);
@@ -515,7 +517,7 @@ sub odd_name_run {
     finish_script($run);
     $dom->destroy;
     $dom->undefine;
-    exits_with($run, 0, "@args: exits 0 after the 4 events");
+    exits_with($run, 0, "@args: exits 0 after its events");
     return $run;
 }
 
@@ -541,6 +543,19 @@ sub odd_name_tests {
        'text: the odd name quoted and escaped as documented');
     like($lines[0], qr/\A$TIME \S+ event 'lifecycle' for domain 'odd': Defined Added\z/,
          'text: a plain name is in plain quotes');
+
+    # PERL_UNICODE=SA decodes the arguments and puts an encoding layer on
+    # the standard handles: a name filter and the lines are bytes all the same
+    my $name = $ODD_NAME;
+    utf8::encode($name);
+    {
+        local $ENV{PERL_UNICODE} = 'SA';
+        $run = odd_name_run($daemon, '--loop', $loop, '--domain', $name, '--count', 2);
+    }
+    is(join("\n", map { (split / /, $_, 3)[2] } @{$run->{lines}}),
+       "event 'lifecycle' for domain $ODD_QUOTED: Defined Renamed\n"
+       . "event 'lifecycle' for domain $ODD_QUOTED: Started Booted",
+       'PERL_UNICODE=SA: --domain with the odd name, and its lines as without');
 
     $run = odd_name_run($daemon, '--loop', $loop, '--json');
     @lines = @{$run->{lines}};
