@@ -377,6 +377,16 @@ my @LIFECYCLE = (
            "$F: a value with $what: describe");
         is($M->quote($value), $word, "$F: quote of a value with $what");
     }
+    is($M->quote("a\x{2028}b"), '"a\xe2\x80\xa8b"',
+       "$F: quote of a character string (not bytes): escaped by its UTF-8 bytes");
+    my $tunable = $M->record('tunable', $CONN, $OBJECT{domain},
+                             { 'a b' => 1, "x\ny" => 'v w', 'cputune.vcpu_period' => 2 });
+    is($M->describe($tunable),
+       "event 'tunable' for domain 'web1': params.\"a b\"=1 params.cputune.vcpu_period=2"
+       . ' params."x\ny"="v w"',
+       "$F: parameter names quoted as values are: none can add a field");
+    is($M->describe($M->record('tunable', $CONN, $OBJECT{domain}, {})),
+       "event 'tunable' for domain 'web1'", "$F: tunable without parameters: no colon after the name");
     my $r = $M->record('secret-value-changed', $CONN, Stub::Secret->new(uuid => 'a b'));
     is($M->describe($r), q{event 'secret-value-changed' for secret 'a b'},
        "$F: a secret is named by its uuid in describe");

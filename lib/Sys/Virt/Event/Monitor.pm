@@ -295,6 +295,7 @@ sub describe {
         push @pairs, map { [ $_->[0] => $record->{$_->[0]} ] } @MEMORY_FLAGS
             if ref $how && $how == \&_memory_flags;
     }
+    return $text unless @pairs;    # a hash of parameters without any
     return "$text: " . join ' ', map {
         "$_->[0]=" . (defined $_->[1] ? _word($_->[1]) : '-')
     } @pairs;
@@ -314,7 +315,8 @@ sub _shown {
 sub _flatten {
     my ($path, $value, $code) = @_;
     if (ref $value eq 'HASH') {
-        return map { _flatten("$path.$_", $value->{$_}, $value->{"${_}_code"}) }
+        # a key quoted as a value is: none can add a field
+        return map { _flatten("$path." . _word($_), $value->{$_}, $value->{"${_}_code"}) }
                grep { !(/\A(.+)_code\z/ && exists $value->{$1}) } sort keys %$value;
     }
     if (ref $value eq 'ARRAY') {
@@ -337,29 +339,33 @@ sub quote {
 }
 
 sub _word {
-    my ($bytes) = @_;
-    my ($text, $plain, $is_utf8) = _decoded($bytes);
+    my ($value) = @_;
+    my ($bytes, $text, $plain, $is_utf8) = _decoded($value);
     # a lone '-' would read as a missing value
-    return "$bytes" if length $text && $text ne '-' && $text =~ /\A$plain+\z/;
+    return $bytes if length $text && $text ne '-' && $text =~ /\A$plain+\z/;
     return '"' . _escaped($text, $plain, $is_utf8) . '"';
 }
 
 # An object's name in single quotes, as virsh prints it, escaped as above.
 sub _quoted {
-    my ($bytes) = @_;
-    return q{'} . _escaped(_decoded($bytes)) . q{'};
+    my ($value) = @_;
+    my (undef, @text) = _decoded($value);
+    return q{'} . _escaped(@text) . q{'};
 }
 
 my $PLAIN_UTF8  = qr/(?!["'\\])[\p{L}\p{M}\p{N}\p{P}\p{S}]/;
 my $PLAIN_BYTES = qr/(?!["'\\])[!-~]/;
 
-# (the text, a pattern of the characters that stand as themselves in
-# it, whether it was UTF-8) for a value's bytes
+# (its bytes, its text, a pattern of the characters that stand as
+# themselves in it, whether it was UTF-8) for a value: bytes, or a
+# string with characters above U+00FF, taken as its UTF-8 form
 sub _decoded {
-    my ($bytes) = @_;
-    my $text = "$bytes";
+    my ($value) = @_;
+    my $bytes = "$value";
+    utf8::encode($bytes) unless utf8::downgrade($bytes, 1);
+    my $text = $bytes;
     my $is_utf8 = utf8::decode($text);
-    return ($text, $is_utf8 ? $PLAIN_UTF8 : $PLAIN_BYTES, $is_utf8);
+    return ($bytes, $text, $is_utf8 ? $PLAIN_UTF8 : $PLAIN_BYTES, $is_utf8);
 }
 
 sub _escaped {
@@ -1069,9 +1075,10 @@ One line of text for a record, worded like C<virsh event>:
 Lifecycle events read as virsh prints them (the type, then for domains
 the detail); the other arguments as C<field=value> in the order Sys::Virt
 passes them, nested hashes and arrays as C<field.key=value> and
-C<field.0.key=value>, codes by name (by number when libvirt added the
-code after this module), C<-> for a missing value (a value that is
-C<-> is quoted).  The object's name
+C<field.0.key=value> (a key quoted as a value is), codes by name (by
+number when libvirt added the code after this module), C<-> for a
+missing value (a value that is C<-> is quoted); an event with no
+argument, or an empty hash of parameters, has nothing after the name.  The object's name
 (a secret's UUID) is in single quotes; a value is as it is when it is
 made only of letters, marks, digits, punctuation and symbols of any
 script other than quotes and backslash, and otherwise in double quotes.
@@ -1083,7 +1090,9 @@ the line nor forge a field.
 =head2 Sys::Virt::Event::Monitor->quote($value)
 
 C<$value> as one word of such a line: as it is, or in double quotes with
-the escapes above.  L<virt-events> writes URIs this way.
+the escapes above.  L<virt-events> writes URIs this way.  Values are
+bytes, as libvirt gives them (UTF-8); a string with characters above
+U+00FF is taken as its UTF-8 form.
 
 =head1 EVENTS
 
