@@ -80,17 +80,23 @@ sub lines_of {
 sub stop_watcher {
     my ($w) = @_;
     kill 'INT', $w->{pid};
-    my $until = Time::HiRes::time() + 5;
-    my $reaped;
-    Time::HiRes::sleep(0.02)
-        while !($reaped = waitpid($w->{pid}, POSIX::WNOHANG())) && Time::HiRes::time() < $until;
-    my $status = $?;
-    if (!$reaped) {
+    my $status = reaped($w, 5);
+    if (!defined $status) {
         kill 'KILL', $w->{pid};
         waitpid($w->{pid}, 0);
         $status = $?;
         diag("$w->{command} did not stop on SIGINT within 5 s");
     }
+    delete $running{$w->{pid}};
+    return $status;
+}
+
+# The wait status of a watcher that exits within $seconds, else undef.
+sub reaped {
+    my ($w, $seconds) = @_;
+    my $status;
+    wait_for(sub { waitpid($w->{pid}, POSIX::WNOHANG()) == $w->{pid} && defined($status = $?) },
+             $seconds) or return;
     delete $running{$w->{pid}};
     return $status;
 }
@@ -329,11 +335,8 @@ SKIP: {
     Sys::Virt->new(uri => $uris[1])->get_domain_by_name('test')->suspend;
     # closing the connection to the stopped daemon blocks: the supervisor
     # ends the watch 5 s after it chose its status
-    my $status;
-    my $exited = wait_for(sub { waitpid($w->{pid}, POSIX::WNOHANG()) == $w->{pid}
-                                && defined($status = $?) }, 30);
-    ok($exited, '--count 1 with a stopped daemon: ends by itself');
-    delete $running{$w->{pid}} if $exited;
+    my $status = reaped($w, 30);
+    ok(defined $status, '--count 1 with a stopped daemon: ends by itself');
     is($status, 0, '--count 1 with a stopped daemon: exits 0');
     like(join("\n", lines_of($w->{out})),
          qr/\A\S+ \Q$uris[1]\E event 'lifecycle' for domain 'test': Suspended Paused\z/,
@@ -342,7 +345,7 @@ SKIP: {
          qr/no answer from libvirt within 5 seconds: ending without cleanup\z/,
          '--count 1 with a stopped daemon: saying why it did not clean up');
     $daemons[0]->signal('CONT');
-    stop_watcher($w) unless $exited;
+    stop_watcher($w) unless defined $status;
     $_->stop for @daemons;
 }
 

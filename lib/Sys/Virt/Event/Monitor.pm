@@ -131,6 +131,10 @@ my @TYPES = (
 # The monitor's own events, about the connection.
 my @CONNECTION_EVENTS = qw(close reconnect);
 
+# The bits of memory-failure's flags, each also a field of its own:
+# VIR_DOMAIN_MEMORY_FAILURE_ACTION_REQUIRED and _RECURSIVE.
+my @MEMORY_FLAGS = ([ action_required => 1 ], [ recursive => 2 ]);
+
 my (%TYPE, @OBJECT_EVENTS);
 for my $row (@TYPES) {
     my ($name, $kind, $id, $args) = @$row;
@@ -141,6 +145,10 @@ for my $row (@TYPES) {
                      # [field, how, whether a number] per argument, in order
                      fields => [ map { [ @$_, !defined $_->[1] && $_->[0] =~ /_code\z/ ? 1 : 0 ] }
                                  @fields ],
+                     # the fields describe shows, in order: the arguments',
+                     # and the flag bits after memory-failure's flags
+                     shown => [ map { ($_->[0], ref $_->[1] && $_->[1] == \&_memory_flags
+                                                ? map { $_->[0] } @MEMORY_FLAGS : ()) } @fields ],
                      # "TYPE DETAIL" in a line, as virsh prints lifecycle events
                      lifecycle => (@fields == 2 && $fields[0][0] eq 'type'
                                    && $fields[1][0] =~ /\Adetail/) ? 1 : 0,
@@ -191,10 +199,6 @@ sub _params {
     $record->{$field} = { ref $params eq 'HASH' ? %$params : () };
     return;
 }
-
-# The bits of memory-failure's flags, each also a field of its own:
-# VIR_DOMAIN_MEMORY_FAILURE_ACTION_REQUIRED and _RECURSIVE.
-my @MEMORY_FLAGS = ([ action_required => 1 ], [ recursive => 2 ]);
 
 sub _memory_flags {
     my ($record, $field, $flags) = @_;
@@ -281,20 +285,14 @@ sub describe {
     my $type = $TYPE{$event};
     my $what = $KIND{$kind} && $KIND{$kind}{no_name} ? $record->{uuid} : $record->{name};
     my $text = "event '$event' for $kind " . _quoted($what // '');
-    return $text unless $type && @{$type->{fields}};
+    return $text unless $type && @{$type->{shown}};
 
     if ($type->{lifecycle}) {
         my @words = (_shown($record, 'type'));
         push @words, _shown($record, 'detail') if $kind eq 'domain';
         return "$text: @words";
     }
-    my @pairs;
-    for my $arg (@{$type->{fields}}) {
-        my ($field, $how) = @$arg;
-        push @pairs, _flatten($field, $record->{$field}, $record->{"${field}_code"});
-        push @pairs, map { [ $_->[0] => $record->{$_->[0]} ] } @MEMORY_FLAGS
-            if ref $how && $how == \&_memory_flags;
-    }
+    my @pairs = map { _flatten($_, $record->{$_}, $record->{"${_}_code"}) } @{$type->{shown}};
     return $text unless @pairs;    # a hash of parameters without any
     return "$text: " . join ' ', map {
         "$_->[0]=" . (defined $_->[1] ? _word($_->[1]) : '-')
@@ -1078,10 +1076,11 @@ passes them, nested hashes and arrays as C<field.key=value> and
 C<field.0.key=value> (a key quoted as a value is), codes by name (by
 number when libvirt added the code after this module), C<-> for a
 missing value (a value that is C<-> is quoted); an event with no
-argument, or an empty hash of parameters, has nothing after the name.  The object's name
-(a secret's UUID) is in single quotes; a value is as it is when it is
-made only of letters, marks, digits, punctuation and symbols of any
-script other than quotes and backslash, and otherwise in double quotes.
+argument, or an empty hash of parameters, has nothing after the name.
+The object's name (a secret's UUID) is in single quotes; a value is as
+it is when it is made only of letters, marks, digits, punctuation and
+symbols of any script other than quotes and backslash, and otherwise in
+double quotes.
 In quotes, C<\\>, C<\">, C<\'>, C<\t>, C<\n> and C<\r> stand for those
 characters, a space is itself, and any other character is C<\x> and two
 hexadecimal digits per byte of its UTF-8 form: a name can neither end
